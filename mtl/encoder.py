@@ -1,0 +1,357 @@
+"""A compact BERT encoder in plain PyTorch that reads and writes Hugging Face BERT checkpoints.
+
+BERT: Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers for Language
+Understanding" (arXiv:1810.04805). Post-LayerNorm transformer layers (Vaswani et al. 2017) with an
+exact (erf) GELU feed-forward. Query, key and value projections are fused into one matmul; the
+Hugging Face layout (separate query/key/value) is restored on save.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from mtl.errors import CheckpointError
+from mtl.io import atomic_save_safetensors, atomic_write_text
+
+Pooling = Literal["cls", "mean"]
+Attention = Literal["auto", "sdpa", "math"]
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 384  # C
+    num_layers: int = 6
+    num_heads: int = 12
+    intermediate_size: int = 1536  # feed-forward width, usually 4C
+    max_position: int = 512  # longest sequence the position table covers
+    type_vocab_size: int = 2  # segment ids: 0 = first text, 1 = text pair
+    dropout: float = 0.1  # on embeddings and sub-layer outputs
+    attention_dropout: float = 0.1  # on attention probabilities
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    pooling: Pooling = "cls"  # sentence vector: the [CLS] state, or the mean over real tokens
+    attention: Attention = "auto"  # "auto" picks the fastest path for device, dtype and mode
+
+    # Hugging Face config.json key for each field that lives there (pooling/attention do not).
+    HF_KEYS = {
+        "vocab_size": "vocab_size",
+        "hidden_size": "hidden_size",
+        "num_layers": "num_hidden_layers",
+        "num_heads": "num_attention_heads",
+        "intermediate_size": "intermediate_size",
+        "max_position": "max_position_embeddings",
+        "type_vocab_size": "type_vocab_size",
+        "dropout": "hidden_dropout_prob",
+        "attention_dropout": "attention_probs_dropout_prob",
+        "layer_norm_eps": "layer_norm_eps",
+        "pad_token_id": "pad_token_id",
+    }
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        if self.attention not in ("auto", "sdpa", "math"):
+            raise ValueError(f"attention must be 'auto', 'sdpa' or 'math', got {self.attention!r}")
+
+    @classmethod
+    def from_hf(cls, hf: dict, source: str = "config.json", **overrides) -> BertConfig:
+        """Read a Hugging Face BERT config dict; refuse other architectures by name."""
+        model_type = hf.get("model_type")
+        if model_type != "bert":
+            raise CheckpointError(
+                f"{source}: model_type is {model_type!r}, but mtl's encoder loads BERT "
+                "checkpoints only (model_type 'bert')"
+            )
+        act = hf.get("hidden_act", "gelu")
+        if act != "gelu":
+            raise CheckpointError(f"{source}: hidden_act {act!r} is not supported (only 'gelu')")
+        position = hf.get("position_embedding_type", "absolute")
+        if position != "absolute":
+            raise CheckpointError(
+                f"{source}: position_embedding_type {position!r} is not supported (only 'absolute')"
+            )
+        fields = {f: hf[k] for f, k in cls.HF_KEYS.items() if k in hf}
+        return cls(**{**fields, **overrides})
+
+    def to_hf(self) -> dict:
+        hf = {k: getattr(self, f) for f, k in self.HF_KEYS.items()}
+        return {
+            "architectures": ["BertModel"],
+            "model_type": "bert",
+            "hidden_act": "gelu",
+            "position_embedding_type": "absolute",
+            "initializer_range": 0.02,
+            **hf,
+        }
+
+
+class BertOutput(NamedTuple):
+    hidden: Tensor  # (B, T, C) last-layer state of every token
+    pooled: Tensor  # (B, C) sentence vector
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.position = nn.Embedding(cfg.max_position, cfg.hidden_size)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        T = input_ids.shape[1]
+        positions = torch.arange(T, device=input_ids.device)
+        x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
+        return self.dropout(self.norm(x))  # (B, T, C)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.attention = cfg.attention
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.dropout_p = cfg.attention_dropout
+
+    def use_math(self, x: Tensor) -> bool:
+        """The explicit path wins for bf16 training on CPU (SDPA's CPU backward is slow there)."""
+        if self.attention != "auto":
+            return self.attention == "math"
+        return (
+            self.training
+            and x.device.type == "cpu"
+            and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        )
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x: (B, T, C); mask: (B, 1, 1, T) True where a key is a real token."""
+        B, T, C = x.shape
+        H = self.num_heads
+        q, k, v = self.qkv(x).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        p = self.dropout_p if self.training else 0.0
+        if self.use_math(x):
+            att = (q @ k.transpose(-2, -1)) * (C // H) ** -0.5  # (B, H, T, T)
+            att = att.masked_fill(~mask, torch.finfo(att.dtype).min).softmax(dim=-1)
+            y = F.dropout(att, p) @ v  # (B, H, T, D)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return y.transpose(1, 2).reshape(B, T, C)
+
+
+class Layer(nn.Module):
+    """Post-LN transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        C, eps = cfg.hidden_size, cfg.layer_norm_eps
+        self.attn = SelfAttention(cfg)
+        self.attn_out = nn.Linear(C, C)
+        self.attn_norm = nn.LayerNorm(C, eps=eps)
+        self.ffn_in = nn.Linear(C, cfg.intermediate_size)
+        self.ffn_out = nn.Linear(cfg.intermediate_size, C)
+        self.ffn_norm = nn.LayerNorm(C, eps=eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = self.attn_norm(x + self.dropout(self.attn_out(self.attn(x, mask))))
+        return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))  # (B, T, C)
+
+
+class Bert(nn.Module):
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cfg.hidden_size
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> BertOutput:
+        """input_ids, attention_mask (1 = real token), token_type_ids: (B, T)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        keep = attention_mask.bool()
+        mask = keep[:, None, None, :]  # (B, 1, 1, T), broadcast over heads and queries
+        x = self.embeddings(input_ids, token_type_ids)
+        for layer in self.layers:
+            x = layer(x, mask)
+        if self.cfg.pooling == "cls":
+            pooled = x[:, 0]
+        else:
+            w = keep.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+            pooled = (x * w).sum(1) / w.sum(1).clamp(min=1)
+        return BertOutput(hidden=x, pooled=pooled)
+
+    # ---- transfer: freezing and layer-wise parameter groups -------------------------------
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters from the bottom up: [embeddings, layer 0, ..., layer L-1]."""
+        return [list(self.embeddings.parameters())] + [list(m.parameters()) for m in self.layers]
+
+    def freeze(self, embeddings: bool = False, layers: int = 0) -> None:
+        """Stop gradients into the embeddings and/or the bottom `layers` transformer layers."""
+        if not 0 <= layers <= len(self.layers):
+            raise ValueError(f"cannot freeze {layers} layers of a {len(self.layers)}-layer encoder")
+        groups = self.layer_groups()
+        frozen = ([groups[0]] if embeddings else []) + groups[1 : 1 + layers]
+        for params in frozen:
+            for p in params:
+                p.requires_grad_(False)
+
+    # ---- Hugging Face layout -------------------------------------------------------------
+
+    def hf_state_dict(self) -> dict[str, Tensor]:
+        """This model's weights under Hugging Face BertModel names (query/key/value split)."""
+        native = self.state_dict()
+        out: dict[str, Tensor] = {}
+        for hf_name, (native_name, part) in hf_names(self.cfg).items():
+            t = native[native_name]
+            out[hf_name] = (t.chunk(3)[part] if part is not None else t).contiguous()
+        return out
+
+    def load_hf_state_dict(self, state: dict[str, Tensor], source: str) -> None:
+        """Load HF BertModel weights (with or without 'bert.' prefix); strict, with clear errors."""
+        state = normalize_hf_keys(state)
+        expected = hf_names(self.cfg)
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{source}: weights do not match a {self.cfg.num_layers}-layer BERT; "
+                f"missing keys: {_preview(missing)}; unexpected keys: {_preview(unexpected)}"
+            )
+        native = self.state_dict()
+        parts: dict[str, list[Tensor | None]] = {}
+        for hf_name, (native_name, part) in expected.items():
+            t = state[hf_name]
+            want = native[native_name].shape
+            want = torch.Size([want[0] // 3, *want[1:]]) if part is not None else want
+            if t.shape != want:
+                raise CheckpointError(
+                    f"{source}: {hf_name} has shape {tuple(t.shape)}, but the config "
+                    f"implies {tuple(want)}"
+                )
+            if part is None:
+                native[native_name] = t
+            else:
+                parts.setdefault(native_name, [None, None, None])[part] = t
+        for native_name, qkv in parts.items():
+            native[native_name] = torch.cat(qkv)  # type: ignore[arg-type]
+        self.load_state_dict({k: v.float() for k, v in native.items()})
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **overrides) -> Bert:
+        """Load a Hugging Face BERT checkpoint directory; `overrides` replace config fields."""
+        path = Path(path)
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise CheckpointError(f"{path}: no config.json, so this is not a BERT checkpoint")
+        cfg = BertConfig.from_hf(json.loads(config_file.read_text()), str(config_file), **overrides)
+        model = cls(cfg)
+        model.load_hf_state_dict(*read_weights(path))
+        return model
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write config.json + model.safetensors in the Hugging Face BertModel layout."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / "config.json", json.dumps(self.cfg.to_hf(), indent=2) + "\n")
+        atomic_save_safetensors(self.hf_state_dict(), path / "model.safetensors")
+
+
+def hf_names(cfg: BertConfig) -> dict[str, tuple[str, int | None]]:
+    """HF BertModel name -> (native name, which third of a fused qkv tensor or None)."""
+    names: dict[str, tuple[str, int | None]] = {}
+    for hf, nat in [
+        ("embeddings.word_embeddings", "embeddings.word"),
+        ("embeddings.position_embeddings", "embeddings.position"),
+        ("embeddings.token_type_embeddings", "embeddings.token_type"),
+    ]:
+        names[f"{hf}.weight"] = (f"{nat}.weight", None)
+    for p in ("weight", "bias"):
+        names[f"embeddings.LayerNorm.{p}"] = (f"embeddings.norm.{p}", None)
+        for i in range(cfg.num_layers):
+            hf, nat = f"encoder.layer.{i}", f"layers.{i}"
+            for part, proj in enumerate(("query", "key", "value")):
+                names[f"{hf}.attention.self.{proj}.{p}"] = (f"{nat}.attn.qkv.{p}", part)
+            for hf_mod, nat_mod in [
+                ("attention.output.dense", "attn_out"),
+                ("attention.output.LayerNorm", "attn_norm"),
+                ("intermediate.dense", "ffn_in"),
+                ("output.dense", "ffn_out"),
+                ("output.LayerNorm", "ffn_norm"),
+            ]:
+                names[f"{hf}.{hf_mod}.{p}"] = (f"{nat}.{nat_mod}.{p}", None)
+    return names
+
+
+IGNORED_PREFIXES = ("pooler.", "cls.", "embeddings.position_ids")
+
+
+def normalize_hf_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Strip a 'bert.' prefix, rename old gamma/beta LayerNorm keys, drop pooler and LM heads."""
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("bert.")
+        if key.startswith(IGNORED_PREFIXES):
+            continue
+        if ".LayerNorm." in key:
+            key = key.replace(".gamma", ".weight").replace(".beta", ".bias")
+        out[key] = value
+    return out
+
+
+def read_weights(path: Path) -> tuple[dict[str, Tensor], str]:
+    """The state dict of a checkpoint directory (safetensors preferred) and its file name."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        file = path / name
+        if file.is_file():
+            if name.endswith(".safetensors"):
+                return load_file(file), str(file)
+            return torch.load(file, map_location="cpu", weights_only=True), str(file)
+    raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin found")
+
+
+def _preview(keys: list[str], n: int = 5) -> str:
+    if not keys:
+        return "none"
+    more = f" (and {len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more

