@@ -1,0 +1,50 @@
+"""Callbacks: the run's metrics.json (start, best and final validation metrics per task)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from mtl.io import atomic_write_text
+
+
+class MetricsFile(pl.Callback):
+    """Writes `metrics.json` after every validation, so even a stopped run has one.
+
+    {"start": {...}, "final": {...}, "best": {...}, "best_step": s, "history": [...]}, where
+    each entry maps val/<task>/<metric> and val/score to values; "best" is the entry with the
+    highest val/score.
+    """
+
+    def __init__(self, path: str | Path, monitor: str = "val/score") -> None:
+        self.path = Path(path)
+        self.monitor = monitor
+        self.history: list[dict] = []
+        self.extra: dict = {}  # added to the file as is (e.g. best_checkpoint)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        entry = {"step": trainer.global_step, **metrics}
+        if self.history and self.history[-1]["step"] == entry["step"]:
+            self.history[-1] = entry
+        else:
+            self.history.append(entry)
+        self.write()
+
+    def summary(self) -> dict:
+        best = max(self.history, key=lambda e: e.get(self.monitor, float("-inf")))
+        return {
+            "start": self.history[0],
+            "final": self.history[-1],
+            "best": best,
+            "best_step": best["step"],
+            **self.extra,
+            "history": self.history,
+        }
+
+    def write(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.summary(), indent=2) + "\n")

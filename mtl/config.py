@@ -1,0 +1,50 @@
+"""The validated shape of the training config, registered with Hydra's ConfigStore.
+
+`conf/train.yaml` starts from `train_schema`, so a misspelt key or a wrong type in any of the
+typed groups (task entries, encoder, data, optimizer, scheduler) fails at composition, naming
+the key. Groups with `_target_` (trainer, logger, callbacks, sampler) are checked by the classes
+they instantiate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from mtl.data.module import DataConfig
+from mtl.module import OptimizerConfig, SchedulerConfig
+from mtl.pretrained import EncoderConfig
+from mtl.tasks import TaskSpec
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout holding conf/ and data/
+
+
+@dataclass
+class DataSettings(DataConfig):
+    root: str = "data"  # where real data sets live (MTL_DATA_ROOT); task files interpolate it
+
+
+@dataclass
+class TrainConfig:
+    task: dict[str, TaskSpec] = field(default_factory=dict)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    data: DataSettings = field(default_factory=DataSettings)
+    sampler: dict[str, Any] = field(default_factory=dict)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    paths: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    name: str = "train"  # a label for the run, shown in the summary
+
+
+def register() -> None:
+    if not OmegaConf.has_resolver("mtl_root"):
+        OmegaConf.register_new_resolver("mtl_root", lambda: str(ROOT))
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)

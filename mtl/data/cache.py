@@ -1,0 +1,83 @@
+"""Tokenize a split once, in batch, and cache the token ids on disk.
+
+The cache key is a SHA-256 of the texts themselves (so of the file content and columns), the
+tokenizer's full serialization and the maximum length; a changed file or tokenizer misses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+from torch import Tensor
+
+from mtl.io import atomic_save_safetensors
+from mtl.tokenizer import encode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizedTexts:
+    """Ragged token ids stored flat: row i is ids[offsets[i]:offsets[i + 1]]."""
+
+    ids: Tensor  # (N_tokens,) int32
+    type_ids: Tensor  # (N_tokens,) uint8
+    offsets: Tensor  # (N_rows + 1,) int64
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def row(self, i: int) -> tuple[Tensor, Tensor]:
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.ids[lo:hi], self.type_ids[lo:hi]
+
+    def to_dict(self) -> dict[str, Tensor]:
+        return {"ids": self.ids, "type_ids": self.type_ids, "offsets": self.offsets}
+
+
+def cache_key(tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None) -> str:
+    h = hashlib.sha256(tokenizer.to_str().encode())
+    h.update(str(tokenizer.truncation).encode())
+    for part in (texts, pairs or []):
+        h.update(len(part).to_bytes(8, "little"))
+        for text in part:
+            h.update(text.encode())
+            h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def tokenize(tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None) -> TokenizedTexts:
+    ids, type_ids = encode(tokenizer, texts, pairs)
+    lengths = torch.tensor([0] + [len(x) for x in ids], dtype=torch.int64)
+    return TokenizedTexts(
+        ids=torch.tensor([t for row in ids for t in row], dtype=torch.int32),
+        type_ids=torch.tensor([t for row in type_ids for t in row], dtype=torch.uint8),
+        offsets=lengths.cumsum(0),
+    )
+
+
+def tokenize_cached(
+    tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None, cache_dir: Path | None
+) -> tuple[TokenizedTexts, bool]:
+    """Token ids for the texts, and whether they came from the cache."""
+    if cache_dir is None:
+        return tokenize(tokenizer, texts, pairs), False
+    file = Path(cache_dir) / f"{cache_key(tokenizer, texts, pairs)}.safetensors"
+    if file.is_file():
+        try:
+            return TokenizedTexts(**load_file(file)), True
+        except Exception as e:  # a damaged cache entry is rebuilt, never trusted
+            log.warning("ignoring unreadable token cache %s (%s)", file, e)
+    tokens = tokenize(tokenizer, texts, pairs)
+    atomic_save_safetensors(tokens.to_dict(), file)
+    return tokens, False

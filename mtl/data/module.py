@@ -1,0 +1,197 @@
+"""The multi-task DataModule: read and validate each task's splits, tokenize once, batch."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from tokenizers import Tokenizer
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from mtl.data.batching import collate, sorted_batches
+from mtl.data.cache import TokenizedTexts, tokenize_cached
+from mtl.data.readers import Examples, read_examples
+from mtl.data.splits import split_indices
+from mtl.errors import DataError
+from mtl.sampling import MultiTaskBatchSampler, TaskSampler
+from mtl.tasks import ClassificationTask, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    steps_per_epoch: int | None = None  # None: Σ_i ceil(n_i / batch_size), one pass in expectation
+    on_bad_row: str = "error"  # error: stop at the first bad row | skip: leave out and count
+    cache_dir: str | None = None  # token-id cache; None disables it
+    num_workers: int = 0
+
+
+class TaskDataset(Dataset):
+    """One split of one task: token ids and labels; `__getitems__` builds a padded batch."""
+
+    def __init__(self, task: Task, tokens: TokenizedTexts, labels: list, pad_id: int) -> None:
+        self.task, self.tokens, self.pad_id = task, tokens, pad_id
+        dtype = torch.float32 if task.type == "regression" else torch.long
+        self.labels = torch.tensor(labels, dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitems__(self, rows: list[int]) -> dict[str, Tensor | str]:
+        batch: dict[str, Tensor | str] = {"task": self.task.name}
+        batch.update(collate(self.tokens, rows, self.pad_id))
+        batch["labels"] = self.labels[rows]
+        return batch
+
+    @property
+    def lengths(self) -> list[int]:
+        return self.tokens.lengths.tolist()
+
+
+class MultiTaskDataset(Dataset):
+    """Tasks' training splits behind global indices; every batch comes from one task."""
+
+    def __init__(self, parts: list[TaskDataset]) -> None:
+        self.parts = parts
+        self.starts = [sum(len(p) for p in parts[:i]) for i in range(len(parts))]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor | str]:
+        i = max(k for k, s in enumerate(self.starts) if s <= indices[0])
+        return self.parts[i].__getitems__([j - self.starts[i] for j in indices])
+
+
+def _unbatched(batch: dict) -> dict:
+    return batch  # __getitems__ already returns a collated batch
+
+
+class MultiTaskDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        tasks: dict[str, Task],
+        tokenizer: Tokenizer,
+        data: DataConfig,
+        sampler: dict,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.tasks, self.tokenizer, self.cfg = tasks, tokenizer, data
+        self.sampler_cfg, self.seed = sampler, seed
+        self.pad_id = tokenizer.token_to_id("[PAD]") or 0
+        self.splits: dict[str, dict[str, TaskDataset]] = {}
+        self.skipped: dict[str, int] = {}
+        self.task_sampler: TaskSampler | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        for name, task in self.tasks.items():
+            self.splits[name] = self._load_task(task)
+        sizes = [len(self.splits[name]["train"]) for name in self.tasks]
+        self.task_sampler = instantiate(self.sampler_cfg, sizes=sizes)
+
+    def _load_task(self, task: Task) -> dict[str, TaskDataset]:
+        spec = task.spec
+        bad = self.cfg.on_bad_row
+        if bad not in ("error", "skip"):
+            raise DataError(f"data.on_bad_row: {bad!r} is not 'error' or 'skip'")
+        examples: dict[str, Examples] = {}
+        skipped = 0
+        if spec.files:
+            for split in ("train", *(s for s in spec.files if s != "train")):
+                result = read_examples(Path(spec.files[split]), task, on_bad_row=bad)
+                examples[split] = result.examples
+                skipped += self._report_skips(task, result)
+                if split == "train" and isinstance(task, ClassificationTask):
+                    task.close_label_set()
+        else:
+            group = spec.split.group_column
+            result = read_examples(Path(spec.file), task, group_column=group, on_bad_row=bad)
+            skipped += self._report_skips(task, result)
+            if isinstance(task, ClassificationTask):
+                task.close_label_set()
+            rows = split_indices(len(result.examples), result.examples.groups, spec.split)
+            examples = {split: result.examples.subset(idx) for split, idx in rows.items()}
+        self.skipped[task.name] = skipped
+        if "val" not in examples:
+            raise DataError(f"task.{task.name}: no validation split (add files.val or a split)")
+        if spec.train_fraction < 1:
+            train = examples["train"]
+            keep = sorted(
+                torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))[
+                    : max(1, round(spec.train_fraction * len(train)))
+                ].tolist()
+            )
+            examples["train"] = train.subset(keep)
+        task.fit_labels(examples["train"].labels)
+        cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else None
+        out = {}
+        for split, ex in examples.items():
+            tokens, hit = tokenize_cached(self.tokenizer, ex.texts, ex.pairs, cache)
+            log.info("%s/%s: %d rows, tokens %s", task.name, split, len(ex),
+                     "from cache" if hit else "computed")  # fmt: skip
+            out[split] = TaskDataset(task, tokens, ex.labels, self.pad_id)
+        return out
+
+    @staticmethod
+    def _report_skips(task: Task, result) -> int:
+        if result.skipped:
+            log.warning("task %s: skipped %d bad rows (first: %s)", task.name, result.skipped,
+                        result.first_skipped)  # fmt: skip
+        return result.skipped
+
+    @property
+    def train_sizes(self) -> dict[str, int]:
+        return {name: len(splits["train"]) for name, splits in self.splits.items()}
+
+    def steps_per_epoch(self) -> int:
+        if self.cfg.steps_per_epoch:
+            return self.cfg.steps_per_epoch
+        return sum(math.ceil(n / self.cfg.batch_size) for n in self.train_sizes.values())
+
+    def train_dataloader(self) -> DataLoader:
+        parts = [self.splits[name]["train"] for name in self.tasks]
+        assert self.task_sampler is not None, "setup() first"
+        batch_sampler = MultiTaskBatchSampler(
+            [p.lengths for p in parts],
+            self.task_sampler,
+            self.cfg.batch_size,
+            self.steps_per_epoch(),
+            self.seed,
+        )
+        return self._loader(MultiTaskDataset(parts), batch_sampler)
+
+    def _eval_loaders(self, split: str) -> list[DataLoader]:
+        loaders = []
+        for name in self.tasks:
+            if split in self.splits[name]:
+                ds = self.splits[name][split]
+                batches = sorted_batches(ds.lengths, self.cfg.eval_batch_size)
+                loaders.append(self._loader(ds, batches))
+        return loaders
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    def _loader(self, dataset: Dataset, batch_sampler) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=_unbatched,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )

@@ -1,0 +1,179 @@
+"""Read task files (CSV, TSV, JSON Lines) into validated examples, naming file, line and column.
+
+By default the first bad row stops the run with `file:line: column 'c': reason`; with
+`on_bad_row: skip` bad rows are counted and left out instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtl.errors import DataError
+from mtl.tasks import Task
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+@dataclass
+class Examples:
+    """The validated rows of one file (or one split of it), column by column."""
+
+    texts: list[str] = field(default_factory=list)
+    pairs: list[str] | None = None
+    labels: list[float | int] = field(default_factory=list)
+    groups: list[str] | None = None
+    lines: list[int] = field(default_factory=list)  # source line of each example
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: list[int]) -> Examples:
+        pick = lambda xs: [xs[i] for i in index] if xs is not None else None  # noqa: E731
+        return Examples(
+            pick(self.texts), pick(self.pairs), pick(self.labels), pick(self.groups),
+            pick(self.lines),
+        )  # fmt: skip
+
+
+@dataclass
+class ReadResult:
+    examples: Examples
+    skipped: int = 0
+    first_skipped: str | None = None  # the first skipped row's reason, for the report
+
+
+def detect_format(path: Path, configured: str | None) -> str:
+    if configured:
+        if configured not in FORMATS.values():
+            raise DataError(f"{path}: format {configured!r} is not one of csv, tsv, jsonl")
+        return configured
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise DataError(
+            f"{path}: cannot tell the format from the suffix {path.suffix!r}; set the task's "
+            "`format` to csv, tsv or jsonl"
+        ) from None
+
+
+def read_text(path: Path, encoding: str) -> str:
+    """The whole file decoded; a decoding error names the line and suggests the encoding key."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: cannot decode byte {raw[e.start]:#04x} as {encoding}; set the "
+            "task's `encoding` (TextComplexityDE, for example, is cp1252)"
+        ) from None
+    except LookupError:
+        raise DataError(f"{path}: unknown encoding {encoding!r}") from None
+    return text.removeprefix("\ufeff")
+
+
+def iter_records(path: Path, fmt: str, text: str) -> Iterator[tuple[int, dict[str, str] | None]]:
+    """(line, {column: value}) per record; the header is validated by the caller."""
+    if fmt == "jsonl":
+        for line_no, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{line_no}:{e.colno}: invalid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object, got {record!r:.40}")
+            yield line_no, {k: "" if v is None else str(v) for k, v in record.items()}
+        return
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    reader = csv.reader(io.StringIO(text, newline=""), **dialect)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{path}: the file is empty (expected a header row)") from None
+    yield 1, {name: name for name in header}  # the header, as a record of itself
+    start = reader.line_num + 1
+    for row in reader:
+        if row:
+            padded = row + [None] * (len(header) - len(row))  # short rows: missing columns
+            yield start, dict(zip(header, padded, strict=False))
+        start = reader.line_num + 1
+
+
+def read_examples(
+    path: Path,
+    task: Task,
+    fmt: str | None = None,
+    group_column: str | None = None,
+    on_bad_row: str = "error",
+) -> ReadResult:
+    """Read and validate one file for `task`; see the module docstring for bad rows."""
+    spec = task.spec
+    fmt = detect_format(path, fmt or spec.format)
+    text = read_text(path, spec.encoding)
+    columns = [spec.text_column, spec.label_column]
+    columns += [c for c in (spec.text_pair_column, group_column) if c]
+    result = ReadResult(Examples(pairs=[] if spec.text_pair_column else None,
+                                 groups=[] if group_column else None))  # fmt: skip
+    records = iter_records(path, fmt, text)
+    if fmt != "jsonl":
+        _, header = next(records)
+        _check_header(path, task, list(header or {}), columns)
+    for line, record in records:
+        try:
+            values, label = _validated(task, record, columns)
+        except ValueError as e:
+            if on_bad_row != "skip":
+                raise DataError(f"{path}:{line}: {e}") from None
+            result.skipped += 1
+            result.first_skipped = result.first_skipped or f"{path}:{line}: {e}"
+            continue
+        ex = result.examples
+        ex.texts.append(values[spec.text_column])
+        ex.labels.append(label)
+        ex.lines.append(line)
+        if ex.pairs is not None:
+            ex.pairs.append(values[spec.text_pair_column])  # type: ignore[index]
+        if ex.groups is not None:
+            ex.groups.append(values[group_column])  # type: ignore[index]
+    return result
+
+
+def _check_header(path: Path, task: Task, header: list[str], columns: list[str]) -> None:
+    for column in columns:
+        if column not in header:
+            raise DataError(
+                f"{path}:1: no column {column!r} in the header (columns: {', '.join(header)}); "
+                f"check task.{task.name}'s column settings"
+            )
+
+
+def _validated(
+    task: Task, record: dict[str, str | None], columns: list[str]
+) -> tuple[dict[str, str], float | int]:
+    """The needed columns of one record and its parsed label, or ValueError("column 'c': ...").
+
+    The label is parsed last, so an open classification label set only grows from good rows.
+    """
+    spec = task.spec
+    values = {}
+    for column in columns:
+        value = record.get(column)
+        if value is None:
+            raise ValueError(f"column {column!r}: missing")
+        value = value.strip()
+        if column in (spec.text_column, spec.text_pair_column) and not value:
+            raise ValueError(f"column {column!r}: text is empty")
+        values[column] = value
+    try:
+        return values, task.parse_label(values[spec.label_column])
+    except ValueError as e:
+        raise ValueError(f"column {spec.label_column!r}: {e}") from None

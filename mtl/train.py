@@ -1,0 +1,124 @@
+"""Train the shared encoder on several tasks at once: `python -m mtl.train [overrides]`.
+
+One run writes into its Hydra run directory: the composed config (.hydra/), TensorBoard events
+(tensorboard/), checkpoints (checkpoints/best.ckpt, last.ckpt) and metrics.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mtl.callbacks import MetricsFile
+from mtl.config import register
+from mtl.data.module import DataConfig, MultiTaskDataModule
+from mtl.errors import ConfigError, MtlError
+from mtl.module import MultiTaskModule, OptimizerConfig, SchedulerConfig
+from mtl.pretrained import EncoderConfig, build_encoder
+from mtl.tasks import build_task, parse_task_specs
+
+log = logging.getLogger("mtl.train")
+register()
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run one training job from a composed config; returns the metrics.json content."""
+    output_dir = Path(cfg.paths.output_dir)
+    if (output_dir / "metrics.json").exists() or (output_dir / "checkpoints").exists():
+        raise ConfigError(
+            f"{output_dir} already holds a run; refusing to overwrite it (choose another "
+            "hydra.run.dir)"
+        )
+    pl.seed_everything(cfg.seed, workers=True)
+    tasks = {name: build_task(name, spec) for name, spec in parse_task_specs(cfg.task).items()}
+    encoder, tokenizer = build_encoder(_typed(cfg.encoder, EncoderConfig))
+    data_cfg = _typed(cfg.data, DataConfig)
+    datamodule = MultiTaskDataModule(tasks, tokenizer, data_cfg, cfg.sampler, seed=cfg.seed)
+    datamodule.setup()
+    for name, n in datamodule.train_sizes.items():
+        log.info("task %s: %d training rows, %s", name, n, tasks[name].type)
+    model = MultiTaskModule(
+        encoder,
+        tasks,
+        _typed(cfg.optimizer, OptimizerConfig),
+        _typed(cfg.scheduler, SchedulerConfig),
+    )
+    metrics_file = MetricsFile(output_dir / "metrics.json")
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [metrics_file]
+    loggers = [instantiate(c) for c in cfg.logger.values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for lg in loggers:
+        lg.log_hyperparams(_flat_hparams(cfg))
+
+    trainer.validate(model, datamodule=datamodule, verbose=False)  # the step-0 baseline
+    trainer.fit(model, datamodule=datamodule)
+    if metrics_file.history[-1]["step"] != trainer.global_step:
+        trainer.validate(model, datamodule=datamodule, verbose=False)  # metrics at the end
+
+    checkpoint = _best_checkpoint(trainer)
+    metrics_file.extra["best_checkpoint"] = checkpoint
+    summary = metrics_file.summary()
+    metrics_file.write()
+    print(format_summary(summary, list(tasks), output_dir, checkpoint))
+    return summary
+
+
+def _typed(node: DictConfig, cls: type):
+    """A config group as its dataclass (the schema already validated keys and types)."""
+    return cls(**{k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+                  if k in cls.__dataclass_fields__})  # fmt: skip
+
+
+def _flat_hparams(cfg: DictConfig) -> dict:
+    """Scalar settings for TensorBoard's HPARAMS tab: task list, encoder, sampler, optimizer."""
+    flat = {"tasks": ",".join(cfg.task), "seed": cfg.seed}
+    for group in ("encoder", "sampler", "optimizer", "scheduler", "data"):
+        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
+            if isinstance(value, str | int | float | bool) or value is None:
+                flat[f"{group}/{key}"] = str(value) if value is None else value
+    flat["trainer/max_steps"] = cfg.trainer.get("max_steps", -1)
+    return flat
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    return getattr(callback, "best_model_path", None) or None
+
+
+def format_summary(
+    summary: dict, tasks: list[str], output_dir: Path, checkpoint: str | None
+) -> str:
+    """A per-task table of validation metrics at the start, at the best step and at the end."""
+    rows = [f"{'task/metric':<34}{'start':>10}{'best':>10}{'final':>10}"]
+    keys = [k for k in summary["final"] if k.startswith("val/") and k != "val/score"]
+    for key in sorted(keys, key=lambda k: (tasks.index(k.split("/")[1]), k)):
+        cells = [summary[part].get(key, float("nan")) for part in ("start", "best", "final")]
+        rows.append(f"{key[4:]:<34}" + "".join(f"{c:>10.4f}" for c in cells))
+    cells = [summary[part]["val/score"] for part in ("start", "best", "final")]
+    rows.append(f"{'score (mean task score)':<34}" + "".join(f"{c:>10.4f}" for c in cells))
+    rows += [
+        f"best step: {summary['best_step']}",
+        f"run directory:   {output_dir}",
+        f"TensorBoard:     tensorboard --logdir {output_dir}",
+        f"best checkpoint: {checkpoint or '(none saved)'}",
+    ]
+    return "\n".join(rows)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns val/score at the best step (for sweepers that optimize)."""
+    try:
+        return train(cfg)["best"]["val/score"]
+    except MtlError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Every config composes; the schema names misspelt keys and wrong types."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from mtl.config import register
+from mtl.errors import ConfigError
+from mtl.tasks import parse_task_specs
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+
+register()
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_its_tasks_validate(experiment):
+    cfg = compose_train(f"experiment={experiment}")
+    OmegaConf.resolve(cfg)
+    specs = parse_task_specs(cfg.task)
+    assert specs and all(s.type in ("regression", "classification") for s in specs.values())
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_file_is_keyed_by_its_file_name(task):
+    cfg = compose_train(f"task=[{task}]")
+    assert list(cfg.task) == [task]
+    parse_task_specs(cfg.task)
+
+
+@pytest.mark.parametrize(
+    "group", ["sampler", "encoder", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
+)
+def test_every_group_option_composes(group):
+    for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+        compose_train(f"{group}={option}")
+
+
+def test_misspelt_key_names_the_key():
+    with pytest.raises(ConfigCompositionException, match="poolng"):
+        compose_train("encoder.poolng=mean")
+    with pytest.raises(ConfigCompositionException, match="optimizer.lr"):
+        compose_train("optimizer.lr=fast")
+
+
+def test_task_spec_errors_name_task_and_key(tmp_path):
+    with pytest.raises(ConfigCompositionException, match=r"label_colum"):
+        compose_train("task.demo_sentiment.label_colum=x")
+    cfg = compose_train("+task.demo_sentiment.label_colum=x")  # '+' opens the schema...
+    with pytest.raises(ConfigError, match=r"task\.demo_sentiment\.label_colum"):
+        parse_task_specs(cfg.task)  # ...and the task check still names the key
+    with pytest.raises(ConfigCompositionException, match=r"task.demo_complexity.loss_weight"):
+        compose_train("task.demo_complexity.loss_weight=heavy")
+    assert compose_train("task.demo_complexity.loss_weight=2").task.demo_complexity.loss_weight == 2
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "typo.yaml").write_text("typo:\n  type: regression\n  fil: a.csv\n")
+    with pytest.raises(ConfigCompositionException, match=r"fil"):
+        compose_train(f"hydra.searchpath=[file://{tmp_path}]", "task=[typo]")
+    with pytest.raises(ConfigError, match=r"task\.sst2\.labels"):
+        parse_task_specs({"sst2": {"type": "classification", "file": "x", "labels": 3}})
+    cfg = compose_train("task.demo_complexity.type=ranking")
+    with pytest.raises(ConfigError, match=r"task\.demo_complexity\.type: 'ranking'"):
+        parse_task_specs(cfg.task)
+
+
+def test_data_root_comes_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MTL_DATA_ROOT", str(tmp_path))
+    cfg = compose_train("experiment=complexity_sentiment")
+    assert cfg.task.sst2.files.train == f"{tmp_path}/sst2/train.tsv"
+    monkeypatch.delenv("MTL_DATA_ROOT")
+    cfg = compose_train("experiment=complexity_sentiment", "data.root=/elsewhere")
+    assert cfg.task.complexity_de.file == "/elsewhere/TextComplexityDE19/ratings.csv"

@@ -1,0 +1,151 @@
+"""Reading, validating, splitting, caching and batching task data."""
+
+import random
+
+import pytest
+import torch
+
+from mtl.data.batching import bucketed_batches, collate, sorted_batches
+from mtl.data.cache import tokenize_cached
+from mtl.data.readers import read_examples
+from mtl.data.splits import split_indices
+from mtl.errors import DataError
+from mtl.pretrained import resolve_pretrained
+from mtl.tasks import SplitSpec, TaskSpec, build_task
+from mtl.tokenizer import load_tokenizer
+
+
+def regression(**kw):
+    spec = TaskSpec(type="regression", file="x", text_column="text", label_column="y", **kw)
+    return build_task("cx", spec)
+
+
+def classification(labels=("neg", "pos"), **kw):
+    spec = TaskSpec(type="classification", file="x", labels=list(labels) if labels else None, **kw)
+    return build_task("sent", spec)
+
+
+def write(tmp_path, name, text, encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_reads_csv_tsv_jsonl(tmp_path):
+    csv = write(tmp_path, "a.csv", 'text,y\n"Ein Satz, mit Komma",2.5\nZwei,3\n')
+    tsv = write(tmp_path, "a.tsv", "text\ty\nit 's \"quoted\t1\n")
+    jsonl = write(tmp_path, "a.jsonl", '{"text": "eins", "y": 4}\n\n{"text": "zwei", "y": 5.5}\n')
+    assert read_examples(csv, regression()).examples.texts == ["Ein Satz, mit Komma", "Zwei"]
+    assert read_examples(tsv, regression()).examples.texts == ["it 's \"quoted"]
+    ex = read_examples(jsonl, regression()).examples
+    assert ex.labels == [4.0, 5.5] and ex.lines == [1, 3]
+
+
+def test_cp1252_file_needs_its_encoding(tmp_path):
+    path = write(tmp_path, "r.csv", "text,y\nDas „Wort“ – hier,2\n", encoding="cp1252")
+    with pytest.raises(DataError, match=r"r\.csv:2: cannot decode .* utf-8.*encoding"):
+        read_examples(path, regression())
+    ex = read_examples(path, regression(encoding="cp1252")).examples
+    assert ex.texts == ["Das „Wort“ – hier"]
+
+
+@pytest.mark.parametrize(
+    ("body", "task", "message"),
+    [
+        ("text,z\nhallo,1\n", regression, r"b\.csv:1: no column 'y' in the header"),
+        ("text,y\nhallo,1\n  ,2\n", regression, r"b\.csv:3: column 'text': text is empty"),
+        ("text,y\nhallo,abc\n", regression, r"b\.csv:2: column 'y': label 'abc' is not a number"),
+        ("text,y\nhallo,nan\n", regression, r"b\.csv:2: column 'y': .*not a finite number"),
+        ("text,y\nhallo,inf\n", regression, r"b\.csv:2: column 'y': .*not a finite number"),
+        ("text,y\nhallo,9\n", lambda: regression(range=[1, 7]), r"b\.csv:2: .*outside the range"),
+        ("text,y\nhallo\n", regression, r"b\.csv:2: column 'y': missing"),
+        ("text,label\nhallo,meh\n", classification, r"b\.csv:2: column 'label': .*'meh' is not in"),
+    ],
+    ids=["no-column", "empty-text", "not-number", "nan", "inf", "range", "short-row", "label-set"],
+)
+def test_bad_rows_name_file_line_and_column(tmp_path, body, task, message):
+    path = write(tmp_path, "b.csv", body)
+    with pytest.raises(DataError, match=message):
+        read_examples(path, task())
+
+
+def test_bad_json_line_names_line_and_column(tmp_path):
+    path = write(tmp_path, "b.jsonl", '{"text": "a", "y": 1}\n{"text": "b", "y": \n')
+    with pytest.raises(DataError, match=r"b\.jsonl:2:\d+: invalid JSON"):
+        read_examples(path, regression())
+
+
+def test_skip_counts_bad_rows(tmp_path):
+    path = write(tmp_path, "s.csv", "text,y\ngut,1\n,2\nauch,x\nnoch,inf\nende,3\n")
+    result = read_examples(path, regression(), on_bad_row="skip")
+    assert result.examples.texts == ["gut", "ende"]
+    assert result.skipped == 3
+    assert "s.csv:3" in result.first_skipped
+
+
+def test_open_label_set_grows_from_good_rows_only(tmp_path):
+    path = write(tmp_path, "l.csv", "text,label\na,pos\n,neu\nb,neg\nc,pos\n")
+    task = classification(labels=None)
+    result = read_examples(path, task, on_bad_row="skip")
+    assert task.labels == ["pos", "neg"] and result.examples.labels == [0, 1, 0]
+
+
+def test_group_split_keeps_groups_together():
+    groups = [str(i % 25) for i in range(1000)]
+    splits = split_indices(1000, groups, SplitSpec(val_fraction=0.2, seed=3, group_column="g"))
+    seen = {name: {groups[i] for i in rows} for name, rows in splits.items()}
+    assert not seen["train"] & seen["val"]
+    assert sorted(splits["train"] + splits["val"]) == list(range(1000))
+    assert 0.2 <= len(splits["val"]) / 1000 < 0.2 + 40 / 1000  # at most one group over
+    other = split_indices(1000, groups, SplitSpec(val_fraction=0.2, seed=4))
+    assert splits == split_indices(1000, groups, SplitSpec(val_fraction=0.2, seed=3))
+    assert other["val"] != splits["val"]
+
+
+def test_bucketed_batches_cover_each_row_once_with_little_padding():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 120) for _ in range(2000)]
+    batches = bucketed_batches(lengths, 32, random.Random(1))
+    assert sorted(i for b in batches for i in b) == list(range(2000))
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    shuffled = list(range(2000))
+    rng.shuffle(shuffled)
+    naive = sum(
+        len(b) * max(lengths[i] for i in b)
+        for b in (shuffled[i : i + 32] for i in range(0, 2000, 32))
+    )
+    assert padded < 0.7 * naive  # bucketing removes most of random batching's padding
+    assert [len(b) for b in sorted_batches(lengths, 64)][:-1] == [64] * 31
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(resolve_pretrained("minilm"), max_length=16)
+
+
+def test_collate_pads_each_batch_to_its_longest_row(tokenizer):
+    tokens, _ = tokenize_cached(tokenizer, ["kurz", "ein etwas längerer satz hier"], None, None)
+    batch = collate(tokens, [0], pad_id=0)
+    assert batch["input_ids"].shape == (1, int(tokens.lengths[0]))
+    batch = collate(tokens, [0, 1], pad_id=0)
+    assert batch["input_ids"].shape[1] == int(tokens.lengths.max())
+    assert batch["attention_mask"].sum(1).tolist() == tokens.lengths.tolist()
+
+
+def test_token_cache_is_reused_and_keyed_by_content(tmp_path, tokenizer, monkeypatch):
+    texts, pairs = ["erster satz", "zweiter satz"], ["a", "b"]
+    first, hit = tokenize_cached(tokenizer, texts, pairs, tmp_path)
+    assert not hit and len(list(tmp_path.glob("*.safetensors"))) == 1
+
+    def fail(*args):
+        raise AssertionError("tokenizer called although the cache holds these texts")
+
+    monkeypatch.setattr("mtl.data.cache.encode", fail)
+    again, hit = tokenize_cached(tokenizer, texts, pairs, tmp_path)
+    assert hit and torch.equal(again.ids, first.ids) and torch.equal(again.type_ids, first.type_ids)
+    monkeypatch.undo()
+    _, hit = tokenize_cached(tokenizer, ["erster satz", "anderer satz"], pairs, tmp_path)
+    assert not hit
+    longer = load_tokenizer(resolve_pretrained("minilm"), max_length=8)
+    _, hit = tokenize_cached(longer, texts, pairs, tmp_path)
+    assert not hit  # another max_length is another key

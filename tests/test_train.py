@@ -1,0 +1,136 @@
+"""End to end through the real interface: `python -m mtl.train` with Hydra overrides."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("demo_complexity", "demo_sentiment")
+FAST = ["encoder=tiny", "trainer.max_steps=20", "trainer.val_check_interval=10"]
+
+
+def mtl_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mtl.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def scalars(run_dir: Path) -> dict[str, list]:
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    result = mtl_train(*FAST, f"hydra.run.dir={tmp}/run", cwd=tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run", result
+
+
+def test_run_writes_metrics_file_and_prints_table(tiny_run):
+    run, result = tiny_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["start"]["step"] == 0 and metrics["final"]["step"] == 20
+    assert [e["step"] for e in metrics["history"]] == [0, 10, 20]
+    for task in TASKS:
+        assert f"{task}/" in result.stdout
+    for key in ("rmse", "mae", "pearson", "spearman", "r2"):
+        assert f"val/demo_complexity/{key}" in metrics["final"]
+    for key in ("accuracy", "f1"):
+        assert f"val/demo_sentiment/{key}" in metrics["final"]
+    best = max(metrics["history"], key=lambda e: e["val/score"])
+    assert metrics["best"] == best and metrics["best_step"] == best["step"]
+    assert "best checkpoint:" in result.stdout and f"tensorboard --logdir {run}" in result.stdout
+    assert (run / ".hydra" / "config.yaml").is_file()
+
+
+def test_tensorboard_has_per_task_metrics_sampler_and_learning_rates(tiny_run):
+    run, _ = tiny_run
+    tags = scalars(run)
+    for task in TASKS:
+        assert f"train/{task}/loss" in tags
+        assert f"sampler/p/{task}" in tags
+        assert any(t.startswith(f"val/{task}/") for t in tags)
+    assert [e.step for e in tags["val/score"]] == [0, 10, 20]
+    assert {"lr/encoder", "lr/heads"} <= set(tags)
+    warmup = [e.value for e in tags["lr/encoder"]][:2]
+    assert warmup[0] < warmup[1]  # linear warmup
+
+
+def test_best_checkpoint_loads_as_data(tiny_run):
+    run, _ = tiny_run
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("heads.demo_sentiment.") for k in ckpt["state_dict"])
+    assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+def test_existing_run_directory_is_not_overwritten(tiny_run):
+    run, _ = tiny_run
+    before = (run / "metrics.json").read_bytes()
+    result = mtl_train(*FAST, f"hydra.run.dir={run}", cwd=run.parent)
+    assert result.returncode != 0
+    assert "refusing to overwrite" in result.stderr
+    assert (run / "metrics.json").read_bytes() == before
+
+
+def test_multirun_over_samplers_gives_one_run_directory_each(tmp_path):
+    result = mtl_train(
+        "-m",
+        "sampler=uniform,proportional,temperature",
+        "encoder=tiny",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+        "trainer.log_every_n_steps=1",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert len(jobs) == 3
+    samplers = ["uniform", "proportional", "temperature"]
+    for i, (job, name) in enumerate(zip(jobs, samplers, strict=True)):
+        assert job.name.startswith(f"{i}_") and f"sampler={name}" in job.name
+    for job, target in zip(jobs, ["Uniform", "Proportional", "Temperature"], strict=True):
+        assert f"mtl.sampling.{target}Sampler" in (job / ".hydra" / "config.yaml").read_text()
+        assert "sampler/p/demo_sentiment" in scalars(job)
+        assert (job / "metrics.json").is_file()
+
+
+@pytest.fixture
+def bad_task(tmp_path):
+    """A task config on the search path whose CSV has an empty text on line 3."""
+    (tmp_path / "bad.csv").write_text("text,label\ngut,pos\n,neg\nschlecht,neg\nok,pos\n")
+    (tmp_path / "conf" / "task").mkdir(parents=True)
+    (tmp_path / "conf" / "task" / "bad.yaml").write_text(
+        f"bad:\n  type: classification\n  files: {{train: {tmp_path}/bad.csv, "
+        f"val: {tmp_path}/bad.csv}}\n"
+    )
+    return [f"hydra.searchpath=[file://{tmp_path}/conf]", "task=[bad]", *FAST]
+
+
+def test_bad_row_stops_with_file_line_and_column(tmp_path, bad_task):
+    result = mtl_train(*bad_task, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"{tmp_path}/bad.csv:3: column 'text': text is empty" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_skip_reports_the_count_and_trains(tmp_path, bad_task):
+    result = mtl_train(
+        *bad_task, "data.on_bad_row=skip", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "task bad: skipped 1 bad rows" in log
+    assert "training rows" in log and "task bad: 3 training rows" in log
