@@ -69,7 +69,7 @@ class BertConfig:
     @classmethod
     def from_hf(cls, hf: dict, source: str = "config.json", **overrides) -> BertConfig:
         """Read a Hugging Face BERT config dict; refuse other architectures by name."""
-        model_type = hf.get("model_type")
+        model_type = hf.get("model_type", "bert")  # very old BERT configs have none
         if model_type != "bert":
             raise CheckpointError(
                 f"{source}: model_type is {model_type!r}, but mtl's encoder loads BERT "
@@ -84,6 +84,8 @@ class BertConfig:
                 f"{source}: position_embedding_type {position!r} is not supported (only 'absolute')"
             )
         fields = {f: hf[k] for f, k in cls.HF_KEYS.items() if k in hf}
+        if "pooling" in hf:  # written by save_pretrained; not a Hugging Face key
+            fields["pooling"] = hf["pooling"]
         return cls(**{**fields, **overrides})
 
     def to_hf(self) -> dict:
@@ -95,6 +97,7 @@ class BertConfig:
             "position_embedding_type": "absolute",
             "initializer_range": 0.02,
             **hf,
+            "pooling": self.pooling,  # mtl's own key (transformers ignores it)
         }
 
 

