@@ -25,7 +25,7 @@ class MetricsFile(pl.Callback):
         self.extra: dict = {}  # added to the file as is (e.g. best_checkpoint)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         entry = {"step": trainer.global_step, **metrics}
@@ -33,7 +33,8 @@ class MetricsFile(pl.Callback):
             self.history[-1] = entry
         else:
             self.history.append(entry)
-        self.write()
+        if trainer.is_global_zero:  # every rank keeps the history; one writes it
+            self.write()
 
     def summary(self) -> dict:
         best = max(self.history, key=lambda e: e.get(self.monitor, float("-inf")))

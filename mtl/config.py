@@ -2,8 +2,8 @@
 
 `conf/train.yaml` starts from `train_schema`, so a misspelt key or a wrong type in any of the
 typed groups (task entries, encoder, data, optimizer, scheduler) fails at composition, naming
-the key. Groups with `_target_` (trainer, logger, callbacks, sampler) are checked by the classes
-they instantiate.
+the key. Groups with `_target_` (trainer, logger, callbacks, sampler, balancer) are checked by
+the classes they instantiate.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class TrainConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataSettings = field(default_factory=DataSettings)
     sampler: dict[str, Any] = field(default_factory=dict)
+    balancer: dict[str, Any] = field(default_factory=dict)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
@@ -41,6 +42,7 @@ class TrainConfig:
     callbacks: dict[str, Any] = field(default_factory=dict)
     paths: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    resume: str | None = None  # a checkpoint (e.g. <run>/checkpoints/last.ckpt) to continue from
     name: str = "train"  # a label for the run, shown in the summary
 
 

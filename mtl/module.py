@@ -1,4 +1,10 @@
-"""The LightningModule: one shared encoder, one head per task, the task's loss per batch."""
+"""The LightningModule: one shared encoder, one head per task, balanced task losses per step.
+
+A training batch holds one task's batch (the default) or k tasks' batches (a joint step); the
+balancer turns their losses (or, for PCGrad, their gradients) into one update. Optimization
+is manual so that gradient-level balancing, clipping with a fused optimizer, and the task
+sampler's feedback all happen in one readable place.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from mtl.balancing import LossBalancer
 from mtl.encoder import Bert
 from mtl.errors import ConfigError
 from mtl.heads import MLPHead
@@ -20,7 +27,7 @@ class OptimizerConfig:
     """AdamW (Loshchilov & Hutter 2019) with weight decay off for biases and LayerNorm."""
 
     lr: float = 5e-5  # encoder learning rate
-    head_lr: float = 1e-3  # heads start from scratch and take a larger step
+    head_lr: float = 1e-3  # heads (and learned loss weights) start from scratch: larger steps
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
@@ -37,7 +44,7 @@ class SchedulerConfig:
 
 
 def lr_lambda(total_steps: int, cfg: SchedulerConfig):
-    """Multiplier at step s: s / w during warmup (w = warmup·total), then linear decay to 0."""
+    """Multiplier at step s: (s + 1) / w during warmup (w = warmup·total), then linear to 0."""
     if cfg.decay not in ("linear", "constant"):
         raise ConfigError(f"scheduler.decay: {cfg.decay!r} is not 'linear' or 'constant'")
     warmup = max(1, int(cfg.warmup * total_steps))
@@ -59,11 +66,15 @@ class MultiTaskModule(pl.LightningModule):
         tasks: dict[str, Task],
         optimizer: OptimizerConfig,
         scheduler: SchedulerConfig,
+        balancer: LossBalancer,
     ) -> None:
         super().__init__()
+        self.automatic_optimization = False
         self.encoder = encoder
         self.tasks = tasks
+        self.names = list(tasks)
         self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
+        self.balancer = balancer
         C = encoder.hidden_size
         self.heads = nn.ModuleDict(
             {
@@ -72,37 +83,124 @@ class MultiTaskModule(pl.LightningModule):
             }
         )
         self.val_metrics = nn.ModuleDict({name: t.metrics() for name, t in tasks.items()})
+        self._window: dict[str, list[float]] = {}  # training losses since the last log write
+        self._grad_norm: float | None = None
 
-    def forward(self, batch: dict) -> Tensor:
-        out = self.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        return self.heads[batch["task"]](out.pooled)  # (B, outputs)
+    def forward(self, part: dict) -> Tensor:
+        """One task's batch -> its head's output (B, outputs)."""
+        out = self.encoder(part["input_ids"], part["attention_mask"], part["token_type_ids"])
+        return self.heads[part["task"]](out.pooled)
+
+    def task_losses(self, parts: list[dict]) -> dict[str, Tensor]:
+        return {p["task"]: self.tasks[p["task"]].loss(self(p), p["labels"]) for p in parts}
+
+    # ---- training -------------------------------------------------------------------------
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        name = batch["task"]
-        task = self.tasks[name]
-        loss = task.loss(self(batch), batch["labels"])
-        B = len(batch["labels"])
-        self.log(f"train/{name}/loss", loss, batch_size=B)
-        self.log("train/loss", loss, batch_size=B, prog_bar=True)
-        every = self.trainer.log_every_n_steps
-        if every and self.global_step % every == 0:
-            self._log_schedules()
-        return task.spec.loss_weight * loss
+        optimizer = self.optimizers()
+        step = self.global_step
+        losses = self.task_losses(batch["parts"])
+        if self.balancer.gradient_level:
+            total = self._gradient_level_backward(losses, step)
+        else:
+            total = self.balancer.combine(losses, step)
+            idle = [p for n, h in self.heads.items() if n not in losses for p in h.parameters()]
+            # Under DDP every parameter must take part in the backward pass: idle heads join
+            # with a zero term, and lose the zero gradient again so the optimizer skips them
+            # exactly as in a single process.
+            self.manual_backward(total + 0.0 * sum(p.sum() for p in idle))
+            for p in idle:
+                p.grad = None
+        self._clip_gradients()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self._feedback(batch, losses, step)  # logs the learning rate this step used
+        self.lr_schedulers().step()
+        return total.detach()
 
-    def _log_schedules(self) -> None:
-        """Learning rates (lr/encoder, lr/heads) and the task sampler's probabilities."""
+    def _gradient_level_backward(self, losses: dict[str, Tensor], step: int) -> Tensor:
+        """Per-task gradients on the shared encoder, combined by the balancer (e.g. PCGrad);
+        heads get the gradient of their own weighted loss."""
+        if len(losses) < 2:
+            raise ConfigError(
+                f"balancer {type(self.balancer).__name__} combines task gradients and needs "
+                "several tasks per step: set data.tasks_per_step >= 2"
+            )
+        if self.trainer.world_size > 1:
+            raise ConfigError("gradient-level balancers do not support multi-process training yet")
+        shared = [p for p in self.encoder.parameters() if p.requires_grad]
+        weights = self.balancer.weights()
+        grads = []
+        for name, loss in losses.items():
+            weighted = weights[name] * loss
+            head = [p for p in self.heads[name].parameters() if p.requires_grad]
+            g = torch.autograd.grad(weighted, shared + head, retain_graph=True, allow_unused=True)
+            grads.append(flat_gradients(g[: len(shared)], shared))
+            for p, gp in zip(head, g[len(shared) :], strict=True):
+                p.grad = gp
+        update = self.balancer.combine_gradients(grads, step)
+        offset = 0
+        for p in shared:
+            p.grad = update[offset : offset + p.numel()].view_as(p).to(p.dtype)
+            offset += p.numel()
+        return sum(weights[n] * loss for n, loss in losses.items()).detach()
+
+    def _clip_gradients(self) -> None:
+        """Clipping here, not through the trainer: Lightning refuses to clip for fused
+        optimizers, although with bf16 (no loss scaling) the gradients are already unscaled."""
+        if self.optimizer_cfg.max_grad_norm:
+            norm = nn.utils.clip_grad_norm_(self.parameters(), self.optimizer_cfg.max_grad_norm)
+            self._grad_norm = float(norm)
+
+    def _feedback(self, batch: dict, losses: dict[str, Tensor], step: int) -> None:
+        """Log, and tell the balancer and the task sampler the step's losses (averaged over
+        ranks, so every rank's sampler makes the same choices)."""
+        values = {n: float(self._rank_mean(loss.detach())) for n, loss in losses.items()}
+        self.balancer.end_step(values, step)
+        datamodule = self.trainer.datamodule
+        if datamodule is not None:
+            for name, value in values.items():
+                datamodule.task_sampler.observe(step, self.names.index(name), value)
+            datamodule.record_trained(batch["sampler_state"])
+        self.log("train/loss", sum(values.values()) / len(values), prog_bar=True, logger=False)
+        for name, value in values.items():
+            self._window.setdefault(name, []).append(value)
+        every = self.trainer.log_every_n_steps or 1
+        if (step + 1) % every == 0 or step == 0:
+            self._log_training(step)
+
+    def _rank_mean(self, value: Tensor) -> Tensor:
+        if self.trainer.world_size > 1:
+            return self.trainer.strategy.reduce(value, reduce_op="mean")
+        return value
+
+    def _log_training(self, step: int) -> None:
+        """Every trainer.log_every_n_steps steps: each task's mean loss over its steps since the
+        last write, the learning rates, the sampler's probabilities and the balancer's weights."""
+        metrics = {f"train/{n}/loss": sum(v) / len(v) for n, v in self._window.items()}
+        self._window = {}
         for group in self.optimizers().param_groups:
             if not group["name"].endswith("_no_decay"):
-                self.log(f"lr/{group['name']}", group["lr"])
-        sampler = getattr(self.trainer.datamodule, "task_sampler", None)
-        if sampler is not None:
-            for name, p in zip(self.tasks, sampler.probabilities(self.global_step), strict=True):
-                self.log(f"sampler/p/{name}", p)
+                metrics[f"lr/{group['name']}"] = group["lr"]
+        datamodule = self.trainer.datamodule
+        if datamodule is not None:
+            probabilities = datamodule.task_sampler.probabilities(step)
+            metrics.update(
+                {f"sampler/p/{n}": p for n, p in zip(self.names, probabilities, strict=True)}
+            )
+        metrics.update({f"balancer/w/{n}": w for n, w in self.balancer.weights().items()})
+        if self._grad_norm is not None:
+            metrics["train/grad_norm"] = self._grad_norm
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)
+
+    # ---- validation -----------------------------------------------------------------------
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        name = batch["task"]
-        prediction = self.tasks[name].predict(self(batch))
-        self.val_metrics[name].update(prediction, batch["labels"])
+        for part in batch["parts"]:
+            name = part["task"]
+            prediction = self.tasks[name].predict(self(part))
+            self.val_metrics[name].update(prediction, part["labels"])
 
     def on_validation_epoch_end(self) -> None:
         results = self.compute_val_metrics()
@@ -121,22 +219,35 @@ class MultiTaskModule(pl.LightningModule):
         results["val/score"] = sum(scores) / len(scores)
         return results
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Gradient clipping here, not through the trainer: Lightning refuses to clip for fused
-        optimizers, although with bf16 (no loss scaling) the gradients are already unscaled."""
-        if self.optimizer_cfg.max_grad_norm:
-            norm = nn.utils.clip_grad_norm_(self.parameters(), self.optimizer_cfg.max_grad_norm)
-            self.log("train/grad_norm", norm)
+    # ---- checkpoints: random state for exact resume ---------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["mtl_rng"] = rng
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("mtl_rng")
+        if rng:  # dropout continues exactly where the stopped run left off
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # ---- optimizer ------------------------------------------------------------------------
 
     def configure_optimizers(self):
         cfg = self.optimizer_cfg
         groups = []
-        parts = (("encoder", self.encoder, cfg.lr), ("heads", self.heads, cfg.head_lr))
+        parts = (
+            ("encoder", self.encoder, cfg.lr),
+            ("heads", nn.ModuleList([self.heads, self.balancer]), cfg.head_lr),
+        )
         for part, module, lr in parts:
             decay, no_decay = [], []
             for p in module.parameters():
                 if p.requires_grad:
-                    (no_decay if p.ndim < 2 else decay).append(p)  # biases and LayerNorm
+                    (no_decay if p.ndim < 2 else decay).append(p)  # biases, LayerNorm, σ
             groups += [
                 {"name": part, "params": decay, "lr": lr, "weight_decay": cfg.weight_decay},
                 {"name": f"{part}_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0},
@@ -150,3 +261,13 @@ class MultiTaskModule(pl.LightningModule):
             total = self.trainer.estimated_stepping_batches
         schedule = LambdaLR(optimizer, lr_lambda(int(total), self.scheduler_cfg))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def flat_gradients(grads: tuple[Tensor | None, ...], params: list[nn.Parameter]) -> Tensor:
+    """Concatenate gradients into one float32 vector (zeros where a parameter got none)."""
+    return torch.cat(
+        [
+            (g if g is not None else torch.zeros_like(p)).reshape(-1).float()
+            for g, p in zip(grads, params, strict=True)
+        ]
+    )

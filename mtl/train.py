@@ -7,6 +7,7 @@ One run writes into its Hydra run directory: the composed config (.hydra/), Tens
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -30,7 +31,9 @@ register()
 def train(cfg: DictConfig) -> dict:
     """Run one training job from a composed config; returns the metrics.json content."""
     output_dir = Path(cfg.paths.output_dir)
-    if (output_dir / "metrics.json").exists() or (output_dir / "checkpoints").exists():
+    is_launcher = os.environ.get("LOCAL_RANK", "0") == "0"  # DDP workers share the directory
+    holds_run = (output_dir / "metrics.json").exists() or (output_dir / "checkpoints").exists()
+    if is_launcher and holds_run:
         raise ConfigError(
             f"{output_dir} already holds a run; refusing to overwrite it (choose another "
             "hydra.run.dir)"
@@ -39,7 +42,9 @@ def train(cfg: DictConfig) -> dict:
     tasks = {name: build_task(name, spec) for name, spec in parse_task_specs(cfg.task).items()}
     encoder, tokenizer = build_encoder(_typed(cfg.encoder, EncoderConfig))
     data_cfg = _typed(cfg.data, DataConfig)
-    datamodule = MultiTaskDataModule(tasks, tokenizer, data_cfg, cfg.sampler, seed=cfg.seed)
+    datamodule = MultiTaskDataModule(
+        tasks, tokenizer, data_cfg, cfg.sampler, seed=cfg.seed, total_steps=cfg.trainer.max_steps
+    )
     datamodule.setup()
     for name, n in datamodule.train_sizes.items():
         log.info("task %s: %d training rows, %s", name, n, tasks[name].type)
@@ -48,6 +53,12 @@ def train(cfg: DictConfig) -> dict:
         tasks,
         _typed(cfg.optimizer, OptimizerConfig),
         _typed(cfg.scheduler, SchedulerConfig),
+        instantiate(
+            cfg.balancer,
+            names=list(tasks),
+            loss_weights={name: t.spec.loss_weight for name, t in tasks.items()},
+            seed=cfg.seed,
+        ),
     )
     metrics_file = MetricsFile(output_dir / "metrics.json")
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [metrics_file]
@@ -56,16 +67,20 @@ def train(cfg: DictConfig) -> dict:
     for lg in loggers:
         lg.log_hyperparams(_flat_hparams(cfg))
 
-    trainer.validate(model, datamodule=datamodule, verbose=False)  # the step-0 baseline
-    trainer.fit(model, datamodule=datamodule)
+    if cfg.resume:
+        log.info("resuming from %s", cfg.resume)
+    else:
+        trainer.validate(model, datamodule=datamodule, verbose=False)  # the step-0 baseline
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
     if metrics_file.history[-1]["step"] != trainer.global_step:
         trainer.validate(model, datamodule=datamodule, verbose=False)  # metrics at the end
 
     checkpoint = _best_checkpoint(trainer)
     metrics_file.extra["best_checkpoint"] = checkpoint
     summary = metrics_file.summary()
-    metrics_file.write()
-    print(format_summary(summary, list(tasks), output_dir, checkpoint))
+    if trainer.is_global_zero:
+        metrics_file.write()
+        print(format_summary(summary, list(tasks), output_dir, checkpoint))
     return summary
 
 
@@ -78,7 +93,7 @@ def _typed(node: DictConfig, cls: type):
 def _flat_hparams(cfg: DictConfig) -> dict:
     """Scalar settings for TensorBoard's HPARAMS tab: task list, encoder, sampler, optimizer."""
     flat = {"tasks": ",".join(cfg.task), "seed": cfg.seed}
-    for group in ("encoder", "sampler", "optimizer", "scheduler", "data"):
+    for group in ("encoder", "sampler", "balancer", "optimizer", "scheduler", "data"):
         for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
             if isinstance(value, str | int | float | bool) or value is None:
                 flat[f"{group}/{key}"] = str(value) if value is None else value

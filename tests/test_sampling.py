@@ -5,9 +5,15 @@ from collections import Counter
 
 import pytest
 
+from mtl.errors import ConfigError
 from mtl.sampling import (
+    AnnealedSampler,
+    FixedSampler,
+    LossProgressSampler,
     MultiTaskBatchSampler,
     ProportionalSampler,
+    RoundRobinSampler,
+    SequentialSampler,
     TemperatureSampler,
     UniformSampler,
 )
@@ -17,7 +23,7 @@ DRAWS = 20_000
 
 
 def _frequencies(sampler, draws=DRAWS, seed=0):
-    counts = Counter(sampler.choose(step, seed) for step in range(draws))
+    counts = Counter(sampler.choose(step, seed)[0] for step in range(draws))
     return [counts[i] / draws for i in range(len(sampler.sizes))]
 
 
@@ -34,12 +40,20 @@ def _assert_matches(observed, expected, draws=DRAWS):
         (UniformSampler(SIZES), [1 / 3] * 3),
         (ProportionalSampler(SIZES), [n / sum(SIZES) for n in SIZES]),
         (
-            TemperatureSampler(SIZES, temperature=2.0),
+            TemperatureSampler(sizes=SIZES, temperature=2.0),
             [math.sqrt(n) / sum(math.sqrt(m) for m in SIZES) for n in SIZES],
         ),
-        (TemperatureSampler(SIZES, temperature=1.0), [n / sum(SIZES) for n in SIZES]),
+        (TemperatureSampler(sizes=SIZES, temperature=1.0), [n / sum(SIZES) for n in SIZES]),
+        (
+            TemperatureSampler(sizes=SIZES, temperature=1.0, cap=250),
+            [250 / 540, 250 / 540, 40 / 540],
+        ),
+        (
+            FixedSampler(sizes=SIZES, names=list("abc"), weights={"a": 1, "b": 1, "c": 2}),
+            [0.25, 0.25, 0.5],
+        ),
     ],
-    ids=["uniform", "proportional", "temperature2", "temperature1"],
+    ids=["uniform", "proportional", "temperature2", "temperature1", "capped", "fixed"],
 )
 def test_frequencies_match_formula(sampler, expected):
     assert sampler.probabilities(0) == pytest.approx(expected)
@@ -47,23 +61,19 @@ def test_frequencies_match_formula(sampler, expected):
 
 
 def test_temperature_moves_from_proportional_toward_uniform():
-    p = [TemperatureSampler(SIZES, temperature=t).probabilities(0)[2] for t in (1, 2, 5, 100)]
+    p = [TemperatureSampler(sizes=SIZES, temperature=t).probabilities(0)[2] for t in (1, 2, 5, 100)]
     assert p == sorted(p) and p[-1] < 1 / 3 and p[-1] > 0.3
 
 
 def test_invalid_sampler_arguments():
-    with pytest.raises(ValueError, match="temperature"):
-        TemperatureSampler(SIZES, temperature=0)
+    with pytest.raises(ConfigError, match="temperature"):
+        TemperatureSampler(sizes=SIZES, temperature=0)
     with pytest.raises(ValueError, match="training rows"):
         UniformSampler([10, 0])
 
 
 def _run(batch_sampler, epochs):
-    out = []
-    for epoch in range(epochs):
-        batch_sampler.set_epoch(epoch)
-        out += list(batch_sampler)
-    return out
+    return [batch for _ in range(epochs) for batch in batch_sampler]
 
 
 def test_batch_sampler_yields_one_task_per_batch_and_covers_rows():
@@ -89,3 +99,78 @@ def test_task_sequence_is_reproducible_and_seeded():
 
     assert sequence(0) == sequence(0)
     assert sequence(0) != sequence(1)
+
+
+def test_annealed_moves_from_proportional_to_near_uniform_by_epoch():
+    # E = 5 epochs of 4000 steps: α = 1, 0.8, 0.6, 0.4, 0.2
+    sampler = AnnealedSampler(sizes=SIZES, total_steps=20_000, steps_per_epoch=4000)
+    for epoch, alpha in enumerate([1.0, 0.8, 0.6, 0.4, 0.2]):
+        steps = range(epoch * 4000, (epoch + 1) * 4000)
+        counts = Counter(sampler.choose(s, 0)[0] for s in steps)
+        expected = [n**alpha / sum(m**alpha for m in SIZES) for n in SIZES]
+        assert sampler.alpha(steps[0]) == pytest.approx(alpha)
+        _assert_matches([counts[i] / 4000 for i in range(3)], expected, draws=4000)
+
+
+def test_round_robin_takes_every_task_in_turn():
+    sampler = RoundRobinSampler(sizes=SIZES)
+    assert [sampler.choose(s, 0)[0] for s in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    assert sampler.choose(5, 0, k=2) == [2, 0]
+
+
+def test_sequential_runs_phases_with_mix():
+    sampler = SequentialSampler(
+        sizes=SIZES, names=list("abc"), order=["c", "a"], fractions=[1, 3], mix=0.3,
+        total_steps=8000,
+    )  # fmt: skip
+    assert sampler.probabilities(0) == pytest.approx([0.1, 0.1, 0.8])  # c for the first 2000
+    assert sampler.probabilities(2000) == pytest.approx([0.8, 0.1, 0.1])  # then a
+    counts = Counter(sampler.choose(s, 0)[0] for s in range(2000))
+    _assert_matches([counts[i] / 2000 for i in range(3)], [0.1, 0.1, 0.8], draws=2000)
+    with pytest.raises(ConfigError, match="unknown task 'd'"):
+        SequentialSampler(sizes=SIZES, names=list("abc"), order=["d"])
+
+
+def test_loss_progress_sampler_favours_the_task_that_improves_least():
+    sampler = LossProgressSampler(sizes=[100, 100], tau=0.2, update_every=10, floor=0.1, lag=2)
+    assert sampler.probabilities(0) == pytest.approx([0.5, 0.5])
+    for step in range(40):  # task 0 stays at 1.0, task 1 falls to a quarter
+        sampler.observe(step, 0, 1.0)
+        sampler.observe(step, 1, 1.0 / (1 + step / 10))
+    ratios = sampler.ratios(38)
+    assert ratios[0] == pytest.approx(1.0) and ratios[1] < 0.5
+    p = sampler.probabilities(40)
+    e = [2.718281828 ** (r / 0.2) for r in ratios]
+    expected = [0.9 * x / sum(e) + 0.05 for x in e]
+    assert p == pytest.approx(expected)
+    counts = Counter(sampler.choose(s, 0)[0] for s in range(40, 50))
+    assert p[0] > 0.75 and counts[0] >= counts[1]
+    # the state is the observation history: a restored copy chooses identically
+    restored = LossProgressSampler(sizes=[100, 100], tau=0.2, update_every=10, floor=0.1, lag=2)
+    restored.load_state_dict(sampler.state_dict())
+    assert [restored.choose(s, 0) for s in range(40, 60)] == [
+        sampler.choose(s, 0) for s in range(40, 60)
+    ]
+
+
+def test_joint_steps_draw_distinct_tasks():
+    sampler = MultiTaskBatchSampler(
+        [[3] * 40] * 3, UniformSampler(sizes=[40] * 3), 4, 20, 0, tasks_per_step=2
+    )
+    for batch in sampler:
+        assert len(batch.tasks) == 2 and len(set(batch.tasks)) == 2
+        assert len(batch) == 8
+
+
+def test_batch_sampler_resumes_exactly_from_a_batch_state():
+    def make():
+        return MultiTaskBatchSampler([[3] * 50, [5] * 30], UniformSampler(sizes=[50, 30]), 4, 25, 7)
+
+    full = [list(b) for b in _run(make(), 3)]
+    first = make()
+    batches = iter(first)
+    taken = [next(batches) for _ in range(10)]
+    resumed = make()
+    resumed.load_state_dict(taken[-1].state)  # the state after the 10th batch
+    rest = [list(b) for b in _run(resumed, 3)][:65]
+    assert rest == full[10:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from mtl.data.cache import TokenizedTexts, tokenize_cached
 from mtl.data.readers import Examples, read_examples
 from mtl.data.splits import split_indices
 from mtl.errors import DataError
-from mtl.sampling import MultiTaskBatchSampler, TaskSampler
+from mtl.sampling import MultiTaskBatchSampler, StepBatch, TaskSampler
 from mtl.tasks import ClassificationTask, Task
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class DataConfig:
     batch_size: int = 32
     eval_batch_size: int = 64
     steps_per_epoch: int | None = None  # None: Σ_i ceil(n_i / batch_size), one pass in expectation
+    tasks_per_step: int = 1  # k > 1: a joint step trains on one batch of each of k tasks
     on_bad_row: str = "error"  # error: stop at the first bad row | skip: leave out and count
     cache_dir: str | None = None  # token-id cache; None disables it
     num_workers: int = 0
@@ -46,11 +48,16 @@ class TaskDataset(Dataset):
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def __getitems__(self, rows: list[int]) -> dict[str, Tensor | str]:
-        batch: dict[str, Tensor | str] = {"task": self.task.name}
-        batch.update(collate(self.tokens, rows, self.pad_id))
-        batch["labels"] = self.labels[rows]
-        return batch
+    def batch(self, rows: list[int]) -> dict[str, Tensor | str]:
+        """One task's padded batch: task, input_ids, token_type_ids, attention_mask, labels."""
+        part: dict[str, Tensor | str] = {"task": self.task.name}
+        part.update(collate(self.tokens, rows, self.pad_id))
+        part["labels"] = self.labels[rows]
+        part["rows"] = torch.tensor(rows)  # row numbers within the split
+        return part
+
+    def __getitems__(self, rows: list[int]) -> dict:
+        return {"parts": [self.batch(rows)]}
 
     @property
     def lengths(self) -> list[int]:
@@ -58,7 +65,7 @@ class TaskDataset(Dataset):
 
 
 class MultiTaskDataset(Dataset):
-    """Tasks' training splits behind global indices; every batch comes from one task."""
+    """Tasks' training splits behind global indices; a step's batch holds one part per task."""
 
     def __init__(self, parts: list[TaskDataset]) -> None:
         self.parts = parts
@@ -67,9 +74,16 @@ class MultiTaskDataset(Dataset):
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
 
-    def __getitems__(self, indices: list[int]) -> dict[str, Tensor | str]:
-        i = max(k for k, s in enumerate(self.starts) if s <= indices[0])
-        return self.parts[i].__getitems__([j - self.starts[i] for j in indices])
+    def __getitems__(self, indices: StepBatch) -> dict:
+        rows: dict[int, list[int]] = {}
+        for j in indices:
+            i = bisect_right(self.starts, j) - 1
+            rows.setdefault(i, []).append(j - self.starts[i])
+        return {
+            "step": indices.step,
+            "sampler_state": indices.state,
+            "parts": [self.parts[i].batch(r) for i, r in rows.items()],
+        }
 
 
 def _unbatched(batch: dict) -> dict:
@@ -84,22 +98,35 @@ class MultiTaskDataModule(pl.LightningDataModule):
         data: DataConfig,
         sampler: dict,
         seed: int = 0,
+        total_steps: int = 1,
     ) -> None:
         super().__init__()
         self.tasks, self.tokenizer, self.cfg = tasks, tokenizer, data
-        self.sampler_cfg, self.seed = sampler, seed
+        self.sampler_cfg, self.seed, self.total_steps = sampler, seed, total_steps
         self.pad_id = tokenizer.token_to_id("[PAD]") or 0
         self.splits: dict[str, dict[str, TaskDataset]] = {}
         self.skipped: dict[str, int] = {}
         self.task_sampler: TaskSampler | None = None
+        self._trained_state: dict | None = None  # batch sampler state after the last trained step
+        self._restored: dict | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         for name, task in self.tasks.items():
             self.splits[name] = self._load_task(task)
-        sizes = [len(self.splits[name]["train"]) for name in self.tasks]
-        self.task_sampler = instantiate(self.sampler_cfg, sizes=sizes)
+        if not 1 <= self.cfg.tasks_per_step <= len(self.tasks):
+            raise DataError(
+                f"data.tasks_per_step: must be between 1 and the number of tasks "
+                f"({len(self.tasks)}), got {self.cfg.tasks_per_step}"
+            )
+        self.task_sampler = instantiate(
+            self.sampler_cfg,
+            sizes=[len(self.splits[name]["train"]) for name in self.tasks],
+            names=list(self.tasks),
+            total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch(),
+        )
 
     def _load_task(self, task: Task) -> dict[str, TaskDataset]:
         spec = task.spec
@@ -163,14 +190,39 @@ class MultiTaskDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         parts = [self.splits[name]["train"] for name in self.tasks]
         assert self.task_sampler is not None, "setup() first"
+        trainer = self.trainer
         batch_sampler = MultiTaskBatchSampler(
             [p.lengths for p in parts],
             self.task_sampler,
             self.cfg.batch_size,
             self.steps_per_epoch(),
             self.seed,
+            tasks_per_step=self.cfg.tasks_per_step,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
         )
+        if self._restored:
+            batch_sampler.load_state_dict(self._restored["batch_sampler"])
+            self.task_sampler.load_state_dict(self._restored["task_sampler"])
+            self._restored = None
         return self._loader(MultiTaskDataset(parts), batch_sampler)
+
+    # ---- exact resume: the checkpoint holds where the task and batch streams stand ----------
+
+    def record_trained(self, state: dict) -> None:
+        """Called after each optimizer step with the state that follows the trained batch."""
+        self._trained_state = state
+
+    def state_dict(self) -> dict:
+        if self._trained_state is None or self.task_sampler is None:
+            return {}
+        return {
+            "batch_sampler": self._trained_state,
+            "task_sampler": self.task_sampler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = state or None
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         loaders = []
@@ -194,4 +246,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
             collate_fn=_unbatched,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
+            # its own generator: starting an iterator must not draw from the global RNG, or a
+            # resumed run's dropout masks would drift from the uninterrupted run's
+            generator=torch.Generator().manual_seed(self.seed),
         )

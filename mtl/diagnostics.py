@@ -1,0 +1,66 @@
+"""Task-relationship diagnostics: do the tasks pull the shared encoder the same way?
+
+Every `every_n_steps` steps, one fixed training batch per task is run through the model and the
+gradient of each task's loss on the shared encoder g_i is taken (no update). Logged:
+`grad/norm/<task>` = ‖g_i‖, `grad/cos/<a>~<b>` = g_a·g_b / (‖g_a‖‖g_b‖), and the cosine
+matrix as a heatmap image `grad/cosine` (blue = aligned, red = conflicting) in TensorBoard.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor
+
+from mtl.module import flat_gradients
+
+
+class GradientDiagnostics(pl.Callback):
+    def __init__(self, every_n_steps: int = 100, batch_size: int = 16) -> None:
+        self.every_n_steps = every_n_steps
+        self.batch_size = batch_size
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not self.every_n_steps or step % self.every_n_steps or not trainer.is_global_zero:
+            return
+        grads = task_gradients(pl_module, trainer.datamodule, self.batch_size)
+        names = list(grads)
+        G = torch.stack([grads[n] for n in names])  # (K, P)
+        norms = G.norm(dim=1)
+        cos = (G @ G.T) / (norms[:, None] * norms[None, :]).clamp(min=1e-20)  # (K, K)
+        metrics = {f"grad/norm/{n}": float(norms[i]) for i, n in enumerate(names)}
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                metrics[f"grad/cos/{names[i]}~{names[j]}"] = float(cos[i, j])
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("grad/cosine", heatmap(cos), step, dataformats="HWC")
+
+
+@torch.enable_grad()
+def task_gradients(pl_module, datamodule, batch_size: int) -> dict[str, Tensor]:
+    """Flat (P,) gradient of each task's loss on the trainable encoder parameters."""
+    params = [p for p in pl_module.encoder.parameters() if p.requires_grad]
+    grads = {}
+    was_training = pl_module.training
+    pl_module.eval()  # no dropout: the same batch gives the same gradient
+    for name in pl_module.tasks:
+        dataset = datamodule.splits[name]["train"]
+        part = dataset.batch(list(range(min(batch_size, len(dataset)))))
+        part = pl_module.transfer_batch_to_device(part, pl_module.device, 0)
+        with pl_module.trainer.precision_plugin.forward_context():
+            loss = pl_module.task_losses([part])[name]
+        grads[name] = flat_gradients(torch.autograd.grad(loss, params, allow_unused=True), params)
+    pl_module.train(was_training)
+    return grads
+
+
+def heatmap(matrix: Tensor, cell: int = 32) -> Tensor:
+    """A (K·cell, K·cell, 3) image of values in [-1, 1]: white at 0, blue +1, red −1."""
+    m = matrix.detach().float().clamp(-1, 1).cpu()
+    pos, neg = m.clamp(min=0), (-m).clamp(min=0)
+    rgb = torch.stack([1 - pos, 1 - pos - neg, 1 - neg], dim=-1).clamp(0, 1)  # (K, K, 3)
+    return rgb.repeat_interleave(cell, 0).repeat_interleave(cell, 1)

@@ -1,0 +1,84 @@
+"""Loss balancers: formulas on known inputs, and uncertainty weighting on a synthetic problem."""
+
+import random
+
+import pytest
+import torch
+
+from mtl.balancing import (
+    DynamicWeightAverage,
+    LossBalancer,
+    PCGrad,
+    RandomLossWeighting,
+    UncertaintyBalancer,
+    pcgrad,
+)
+
+NAMES = ["a", "b"]
+
+
+def test_static_weights_are_the_task_loss_weights():
+    balancer = LossBalancer(NAMES, {"a": 2.0, "b": 0.5})
+    total = balancer.combine({"a": torch.tensor(1.0), "b": torch.tensor(4.0)}, step=0)
+    assert float(total) == pytest.approx(4.0)
+    assert balancer.weights() == {"a": 2.0, "b": 0.5}
+
+
+def test_pcgrad_leaves_non_conflicting_gradients_unchanged():
+    g = [torch.tensor([1.0, 0.0]), torch.tensor([0.5, 2.0])]  # g1·g2 = 0.5 > 0
+    assert torch.equal(pcgrad(g, random.Random(0)), g[0] + g[1])
+
+
+def test_pcgrad_removes_the_conflicting_component():
+    g1, g2 = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])  # g1·g2 = -1 < 0
+    # g1' = g1 − (g1·g2/‖g2‖²) g2 = (0.5, 0.5); g2' = g2 − (g2·g1/‖g1‖²) g1 = (0, 1)
+    update = pcgrad([g1, g2], random.Random(0))
+    assert torch.allclose(update, torch.tensor([0.5, 1.5]))
+    g1_projected = torch.tensor([0.5, 0.5])
+    assert float(g1_projected @ g2) == pytest.approx(0.0)  # no component against g2 remains
+    assert PCGrad(NAMES, {}).gradient_level
+
+
+def test_dwa_weights_the_task_whose_loss_falls_slowest():
+    dwa = DynamicWeightAverage(NAMES, {}, temperature=2.0, period=2)
+    assert dwa.weights() == {"a": 1.0, "b": 1.0}  # the first two periods
+    losses_b = [4.0, 4.0, 2.0, 2.0, 1.0, 1.0]
+    for step, lb in enumerate(losses_b):
+        dwa.end_step({"a": 1.0, "b": lb}, step)
+    # last two periods: r_a = 1/1, r_b = 1/2 -> w = 2·softmax(r / 2)
+    e_a, e_b = torch.exp(torch.tensor(0.5)), torch.exp(torch.tensor(0.25))
+    w = dwa.weights()
+    assert w["a"] == pytest.approx(float(2 * e_a / (e_a + e_b)))
+    assert w["a"] + w["b"] == pytest.approx(2.0) and w["a"] > w["b"]
+
+
+def test_rlw_weights_are_random_per_step_and_reproducible():
+    rlw = RandomLossWeighting(NAMES, {}, seed=3)
+    w0, w1 = rlw.step_weights(0), rlw.step_weights(1)
+    assert sum(w0.values()) == pytest.approx(2.0) and w0 != w1
+    assert RandomLossWeighting(NAMES, {}, seed=3).step_weights(0) == w0
+    losses = {"a": torch.tensor(1.0), "b": torch.tensor(1.0)}
+    assert float(rlw.combine(losses, step=1)) == pytest.approx(2.0)
+    assert rlw.weights() == w1
+
+
+def test_uncertainty_weighting_learns_larger_sigma_for_noisier_task():
+    """Two regression targets of one input, with noise sd 0.1 (a) and 1.0 (b): the learned
+    σ² approaches each task's residual variance, so σ_b > σ_a and b gets the smaller weight."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 4, generator=gen)
+    w_true = torch.randn(4, 2, generator=gen)
+    y = x @ w_true + torch.randn(512, 2, generator=gen) * torch.tensor([0.1, 1.0])
+    model = torch.nn.Linear(4, 2)
+    balancer = UncertaintyBalancer(NAMES, {})
+    optimizer = torch.optim.Adam([*model.parameters(), *balancer.parameters()], lr=0.05)
+    for step in range(400):
+        residual = model(x) - y
+        losses = {"a": residual[:, 0].pow(2).mean(), "b": residual[:, 1].pow(2).mean()}
+        optimizer.zero_grad()
+        balancer.combine(losses, step).backward()
+        optimizer.step()
+    sigma = torch.exp(0.5 * balancer.log_var.detach())
+    assert sigma[1] > 3 * sigma[0]
+    assert float(sigma[1]) == pytest.approx(1.0, rel=0.2)  # σ² → the noise variance
+    assert balancer.weights()["a"] > balancer.weights()["b"]
