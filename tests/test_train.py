@@ -134,3 +134,29 @@ def test_skip_reports_the_count_and_trains(tmp_path, bad_task):
     log = (tmp_path / "run" / "train.log").read_text()
     assert "task bad: skipped 1 bad rows" in log
     assert "training rows" in log and "task bad: 3 training rows" in log
+
+
+def test_multirun_over_balancers_logs_their_weights(tmp_path):
+    result = mtl_train(
+        "-m",
+        "balancer=static,uncertainty,dwa,rlw,pcgrad",
+        "data.tasks_per_step=2",
+        "encoder=tiny",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert len(jobs) == 5
+    weights = {}
+    for job in jobs:
+        tags = scalars(job)
+        weights[job.name.split("=")[1].split(",")[0]] = [
+            tags[f"balancer/w/{t}"][-1].value for t in TASKS
+        ]
+    assert weights["static"] == [1.0, 1.0] == weights["pcgrad"]
+    assert weights["uncertainty"] != [0.5, 0.5]  # 1/(2σ²) starts at 0.5; σ learned since
+    assert weights["rlw"] != [1.0, 1.0] and sum(weights["rlw"]) == pytest.approx(2.0)
