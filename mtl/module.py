@@ -26,7 +26,7 @@ from mtl.tasks import Task
 class OptimizerConfig:
     """AdamW (Loshchilov & Hutter 2019) with weight decay off for biases and LayerNorm."""
 
-    lr: float = 5e-5  # encoder learning rate
+    lr: float = 1e-4  # encoder learning rate
     head_lr: float = 1e-3  # heads (and learned loss weights) start from scratch: larger steps
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -65,7 +65,7 @@ def test_tensorboard_has_per_task_metrics_sampler_and_learning_rates(tiny_run):
     assert [e.step for e in tags["val/score"]] == [0, 10, 20]
     assert {"lr/encoder", "lr/heads"} <= set(tags)
     lr = [e.value for e in tags["lr/encoder"]]
-    assert lr[0] == pytest.approx(5e-5 / 2) and lr[-1] < 5e-5  # warmup over 2 steps, then decay
+    assert lr[0] == pytest.approx(1e-4 / 2) and lr[-1] < 1e-4  # warmup over 2 steps, then decay
 
 
 def test_best_checkpoint_loads_as_data(tiny_run):
