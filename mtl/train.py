@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -17,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mtl.callbacks import MetricsFile
-from mtl.config import register
+from mtl.config import ROOT, register
 from mtl.data.module import DataConfig, MultiTaskDataModule
 from mtl.errors import ConfigError, MtlError
 from mtl.module import MultiTaskModule, OptimizerConfig, SchedulerConfig
@@ -26,6 +27,9 @@ from mtl.tasks import build_task, parse_task_specs
 
 log = logging.getLogger("mtl.train")
 register()
+# Known, harmless notices that would otherwise bury the progress output.
+warnings.filterwarnings("ignore", message=".*will save all targets and predictions in the buffer")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def train(cfg: DictConfig) -> dict:
@@ -126,7 +130,7 @@ def format_summary(
     return "\n".join(rows)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns val/score at the best step (for sweepers that optimize)."""
     try:

@@ -134,14 +134,6 @@ def hf_from_native(model: Bert, attn_implementation: str = "eager"):
 
 
 @pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    try:
-        return resolve_pretrained("minilm")
-    except CheckpointError as e:
-        pytest.skip(f"packaged MiniLM weights not installed: {e}")
-
-
-@pytest.fixture(scope="module")
 def minilm_tokenizer(minilm_dir):
     return load_pretrained(minilm_dir, max_length=128)[1]
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from mtl.encoder import CheckpointError
-from mtl.pretrained import resolve_pretrained
 from mtl.tokenizer import encode, is_lowercase, load_tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -70,14 +69,6 @@ def all_pairs(sentences) -> tuple[list[str], list[str]]:
     """Cross-source pairs: German with English, tweets with German, English with tweets."""
     g, t, s = sentences["german"], sentences["tweets"], sentences["sst2"]
     return g + t + s, s + g + t
-
-
-@pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    try:
-        return resolve_pretrained("minilm")
-    except CheckpointError as e:
-        pytest.skip(f"packaged MiniLM weights not installed: {e}")
 
 
 @pytest.fixture(scope="module")

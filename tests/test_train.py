@@ -84,19 +84,19 @@ def test_existing_run_directory_is_not_overwritten(tiny_run):
     assert (run / "metrics.json").read_bytes() == before
 
 
-def test_multirun_over_samplers_gives_one_run_directory_each(tmp_path):
+def sweep(tmp_path: Path, *overrides: str) -> list[Path]:
+    """A tiny multirun (2 steps unless overridden); returns its job directories in order."""
     result = mtl_train(
-        "-m",
-        "sampler=uniform,proportional,temperature",
-        "encoder=tiny",
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=4",
-        "trainer.log_every_n_steps=1",
-        f"hydra.sweep.dir={tmp_path}/sweep",
+        "-m", "encoder=tiny", "trainer.max_steps=2", "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1", *overrides, f"hydra.sweep.dir={tmp_path}/sweep",
         cwd=tmp_path,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    return sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+
+
+def test_multirun_over_samplers_gives_one_run_directory_each(tmp_path):
+    jobs = sweep(tmp_path, "sampler=uniform,proportional,temperature")
     assert len(jobs) == 3
     samplers = ["uniform", "proportional", "temperature"]
     for i, (job, name) in enumerate(zip(jobs, samplers, strict=True)):
@@ -137,19 +137,7 @@ def test_skip_reports_the_count_and_trains(tmp_path, bad_task):
 
 
 def test_multirun_over_balancers_logs_their_weights(tmp_path):
-    result = mtl_train(
-        "-m",
-        "balancer=static,uncertainty,dwa,rlw,pcgrad",
-        "data.tasks_per_step=2",
-        "encoder=tiny",
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-        "trainer.log_every_n_steps=1",
-        f"hydra.sweep.dir={tmp_path}/sweep",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    jobs = sweep(tmp_path, "balancer=static,uncertainty,dwa,rlw,pcgrad", "data.tasks_per_step=2")
     assert len(jobs) == 5
     weights = {}
     for job in jobs:
@@ -160,3 +148,11 @@ def test_multirun_over_balancers_logs_their_weights(tmp_path):
     assert weights["static"] == [1.0, 1.0] == weights["pcgrad"]
     assert weights["uncertainty"] != [0.5, 0.5]  # 1/(2σ²) starts at 0.5; σ learned since
     assert weights["rlw"] != [1.0, 1.0] and sum(weights["rlw"]) == pytest.approx(2.0)
+
+
+def test_console_script_lists_config_groups(tmp_path):
+    script = Path(sys.executable).parent / "mtl-train"
+    result = subprocess.run([script, "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "sampler: annealed, dynamic, fixed" in result.stdout
+    assert "task: complexity_de, demo_complexity, demo_sentiment, sst2" in result.stdout
