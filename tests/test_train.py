@@ -9,6 +9,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtl.diagnostics import heatmap
+
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("demo_complexity", "demo_sentiment")
 FAST = ["encoder=tiny", "trainer.max_steps=20", "trainer.val_check_interval=10"]
@@ -33,7 +35,8 @@ def scalars(run_dir: Path) -> dict[str, list]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
-    result = mtl_train(*FAST, f"hydra.run.dir={tmp}/run", cwd=tmp)
+    diagnostics = "callbacks.gradient_diagnostics.every_n_steps=10"
+    result = mtl_train(*FAST, diagnostics, f"hydra.run.dir={tmp}/run", cwd=tmp)
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp / "run", result
 
@@ -66,6 +69,26 @@ def test_tensorboard_has_per_task_metrics_sampler_and_learning_rates(tiny_run):
     assert {"lr/encoder", "lr/heads"} <= set(tags)
     lr = [e.value for e in tags["lr/encoder"]]
     assert lr[0] == pytest.approx(1e-4 / 2) and lr[-1] < 1e-4  # warmup over 2 steps, then decay
+
+
+def test_gradient_diagnostics_log_norms_cosines_and_heatmap(tiny_run):
+    run, _ = tiny_run
+    tags = scalars(run)
+    pair = "grad/cos/demo_complexity~demo_sentiment"
+    assert [e.step for e in tags[pair]] == [10, 20]
+    assert all(-1 <= e.value <= 1 for e in tags[pair])
+    assert all(e.value > 0 for t in TASKS for e in tags[f"grad/norm/{t}"])
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert "grad/cosine" in events.Tags()["images"]
+
+
+def test_heatmap_colours():
+    image = heatmap(torch.tensor([[1.0, -1.0], [0.0, 0.5]]), cell=1)
+    assert image.shape == (2, 2, 3)
+    assert image[0, 0].tolist() == [0.0, 0.0, 1.0]  # aligned: blue
+    assert image[0, 1].tolist() == [1.0, 0.0, 0.0]  # conflicting: red
+    assert image[1, 0].tolist() == [1.0, 1.0, 1.0]  # unrelated: white
 
 
 def test_best_checkpoint_loads_as_data(tiny_run):
