@@ -15,7 +15,7 @@ class MetricsFile(pl.Callback):
 
     {"start": {...}, "final": {...}, "best": {...}, "best_step": s, "history": [...]}, where
     each entry maps val/<task>/<metric> and val/score to values; "best" is the entry with the
-    highest val/score.
+    highest val/score among the validations during training (those ModelCheckpoint saw).
     """
 
     def __init__(self, path: str | Path, monitor: str = "val/score") -> None:
@@ -28,7 +28,8 @@ class MetricsFile(pl.Callback):
         if trainer.sanity_checking:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        entry = {"step": trainer.global_step, **metrics}
+        # ModelCheckpoint acts only inside fit: only those validations may be "best"
+        entry = {"step": trainer.global_step, "in_fit": trainer.state.fn == "fit", **metrics}
         if self.history and self.history[-1]["step"] == entry["step"]:
             self.history[-1] = entry
         else:
@@ -37,7 +38,8 @@ class MetricsFile(pl.Callback):
             self.write()
 
     def summary(self) -> dict:
-        best = max(self.history, key=lambda e: e.get(self.monitor, float("-inf")))
+        candidates = [e for e in self.history if e["in_fit"]] or self.history
+        best = max(candidates, key=lambda e: e.get(self.monitor, float("-inf")))
         return {
             "start": self.history[0],
             "final": self.history[-1],
@@ -46,6 +48,12 @@ class MetricsFile(pl.Callback):
             **self.extra,
             "history": self.history,
         }
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}  # a resumed run keeps the history from step 0
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state.get("history", []))
 
     def write(self) -> None:
         atomic_write_text(self.path, json.dumps(self.summary(), indent=2) + "\n")

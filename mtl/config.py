@@ -46,7 +46,13 @@ class TrainConfig:
     name: str = "train"  # a label for the run, shown in the summary
 
 
+def dirname(overrides: str, limit: int = 120) -> str:
+    """A sweep job's overrides as one safe directory name: no '/', at most `limit` characters."""
+    return overrides.replace("/", "_")[:limit]
+
+
 def register() -> None:
     if not OmegaConf.has_resolver("mtl_root"):
         OmegaConf.register_new_resolver("mtl_root", lambda: str(ROOT))
+        OmegaConf.register_new_resolver("mtl_dirname", dirname)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)

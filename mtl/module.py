@@ -45,6 +45,8 @@ class SchedulerConfig:
 
 def lr_lambda(total_steps: int, cfg: SchedulerConfig):
     """Multiplier at step s: (s + 1) / w during warmup (w = warmup·total), then linear to 0."""
+    if not 0 <= cfg.warmup <= 1:
+        raise ConfigError(f"scheduler.warmup: a fraction of the steps in [0, 1], got {cfg.warmup}")
     if cfg.decay not in ("linear", "constant"):
         raise ConfigError(f"scheduler.decay: {cfg.decay!r} is not 'linear' or 'constant'")
     warmup = max(1, int(cfg.warmup * total_steps))
@@ -96,6 +98,23 @@ class MultiTaskModule(pl.LightningModule):
 
     # ---- training -------------------------------------------------------------------------
 
+    def on_fit_start(self) -> None:
+        """Refuse set-ups this module cannot train correctly, before the first step."""
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            raise ConfigError(
+                "trainer.precision: fp16 loss scaling is not supported (gradients are clipped "
+                "and combined by mtl itself); use bf16-mixed or 32-true"
+            )
+        if self.balancer.gradient_level:
+            if self.trainer.world_size > 1:
+                raise ConfigError("balancer: gradient-level balancing (pcgrad) is single-process")
+            k = self.trainer.datamodule.cfg.tasks_per_step if self.trainer.datamodule else 1
+            if k < 2:
+                raise ConfigError(
+                    f"balancer {type(self.balancer).__name__} combines task gradients and needs "
+                    "several tasks per step: set data.tasks_per_step >= 2"
+                )
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         optimizer = self.optimizers()
         step = self.global_step
@@ -121,13 +140,6 @@ class MultiTaskModule(pl.LightningModule):
     def _gradient_level_backward(self, losses: dict[str, Tensor], step: int) -> Tensor:
         """Per-task gradients on the shared encoder, combined by the balancer (e.g. PCGrad);
         heads get the gradient of their own weighted loss."""
-        if len(losses) < 2:
-            raise ConfigError(
-                f"balancer {type(self.balancer).__name__} combines task gradients and needs "
-                "several tasks per step: set data.tasks_per_step >= 2"
-            )
-        if self.trainer.world_size > 1:
-            raise ConfigError("gradient-level balancers do not support multi-process training yet")
         shared = [p for p in self.encoder.parameters() if p.requires_grad]
         weights = self.balancer.weights()
         grads = []
@@ -222,12 +234,20 @@ class MultiTaskModule(pl.LightningModule):
     # ---- checkpoints: random state for exact resume ---------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # what the heads mean: class order, regression mean and sd
+        checkpoint["mtl_tasks"] = {name: task.state() for name, task in self.tasks.items()}
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["mtl_rng"] = rng
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for name, saved in checkpoint.get("mtl_tasks", {}).items():
+            if name in self.tasks and saved != self.tasks[name].state():
+                raise ConfigError(
+                    f"task.{name}: the checkpoint was trained with {saved}, but the data now "
+                    f"gives {self.tasks[name].state()} (changed files or train_fraction?)"
+                )
         rng = checkpoint.get("mtl_rng")
         if rng:  # dropout continues exactly where the stopped run left off
             torch.set_rng_state(rng["torch"])
@@ -260,7 +280,7 @@ class MultiTaskModule(pl.LightningModule):
         if total is None or total < 0:
             total = self.trainer.estimated_stepping_batches
         schedule = LambdaLR(optimizer, lr_lambda(int(total), self.scheduler_cfg))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}  # stepped in training_step
 
 
 def flat_gradients(grads: tuple[Tensor | None, ...], params: list[nn.Parameter]) -> Tensor:

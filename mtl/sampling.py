@@ -51,11 +51,11 @@ class TaskSampler:
         weights = list(self.probabilities(step))
         chosen: list[int] = []
         for _ in range(min(k, len(weights))):
+            if not any(weights):  # fewer than k tasks have p > 0: fill up uniformly
+                weights = [0.0 if i in chosen else 1.0 for i in range(len(weights))]
             i = rng.choices(range(len(weights)), weights=weights)[0]
             chosen.append(i)
             weights[i] = 0.0
-            if not any(weights):
-                break
         return chosen
 
     def observe(self, step: int, task: int, loss: float) -> None:
@@ -116,6 +116,8 @@ class FixedSampler(TaskSampler):
             self._index(name, "weights")
             if w < 0:
                 raise ConfigError(f"sampler.weights.{name}: must be >= 0, got {w}")
+        if not sum(weights.values()) > 0:
+            raise ConfigError("sampler.weights: at least one task needs a weight > 0")
         self.weights = _normalized([float(weights[name]) for name in self.names])
 
     def probabilities(self, step: int) -> list[float]:
@@ -206,10 +208,10 @@ class LossProgressSampler(TaskSampler):
         **context,
     ) -> None:
         super().__init__(**context)
-        if tau <= 0 or update_every <= 0 or not 0 <= smoothing < 1 or not 0 <= floor <= 1:
-            raise ConfigError(
-                "sampler: need tau > 0, update_every > 0, smoothing and floor in [0, 1)"
-            )
+        if tau <= 0 or update_every <= 0 or lag < 0:
+            raise ConfigError("sampler: tau and update_every must be > 0 and lag >= 0")
+        if not 0 <= smoothing < 1 or not 0 <= floor <= 1:
+            raise ConfigError("sampler: smoothing must be in [0, 1) and floor in [0, 1]")
         self.tau, self.update_every, self.smoothing = tau, update_every, smoothing
         self.floor, self.lag = floor, lag
         self.history: list[tuple[int, int, float]] = []  # (step, task, loss)
@@ -271,6 +273,8 @@ class TaskBatchStream:
     ) -> None:
         self.lengths, self.batch_size, self.seed, self.key = lengths, batch_size, seed, key
         self.rank, self.world_size = rank, world_size
+        if len(lengths) < world_size:
+            raise ConfigError(f"task {key}: {len(lengths)} training rows for {world_size} ranks")
         self.epoch, self.position = 0, 0
         self._batches = self._pass(0)
 
@@ -282,16 +286,27 @@ class TaskBatchStream:
         return [b[self.rank :: self.world_size] for b in batches if len(b) >= self.world_size]
 
     def next(self) -> list[int]:
-        if self.position == len(self._batches):
+        if self.position >= len(self._batches):
             self.epoch, self.position = self.epoch + 1, 0
             self._batches = self._pass(self.epoch)
         self.position += 1
         return self._batches[self.position - 1]
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
+        saved = (state["batch_size"], state["world_size"])
+        if saved != (self.batch_size, self.world_size):
+            raise ConfigError(
+                f"resume: the checkpoint's batches were (batch_size, ranks) = {saved}, this run's "
+                f"are {(self.batch_size, self.world_size)}; resume with the same settings"
+            )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._batches = self._pass(self.epoch)
 

@@ -7,20 +7,19 @@ One run writes into its Hydra run directory: the composed config (.hydra/), Tens
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mtl.callbacks import MetricsFile
 from mtl.config import ROOT, register
 from mtl.data.module import DataConfig, MultiTaskDataModule
 from mtl.errors import ConfigError, MtlError
+from mtl.instantiate import build
 from mtl.module import MultiTaskModule, OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig, build_encoder
 from mtl.tasks import build_task, parse_task_specs
@@ -35,13 +34,8 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 def train(cfg: DictConfig) -> dict:
     """Run one training job from a composed config; returns the metrics.json content."""
     output_dir = Path(cfg.paths.output_dir)
-    is_launcher = os.environ.get("LOCAL_RANK", "0") == "0"  # DDP workers share the directory
-    holds_run = (output_dir / "metrics.json").exists() or (output_dir / "checkpoints").exists()
-    if is_launcher and holds_run:
-        raise ConfigError(
-            f"{output_dir} already holds a run; refusing to overwrite it (choose another "
-            "hydra.run.dir)"
-        )
+    if not cfg.trainer.get("max_steps") or cfg.trainer.max_steps <= 0:
+        raise ConfigError("trainer.max_steps: training length is set in steps; give a number > 0")
     pl.seed_everything(cfg.seed, workers=True)
     tasks = {name: build_task(name, spec) for name, spec in parse_task_specs(cfg.task).items()}
     encoder, tokenizer = build_encoder(_typed(cfg.encoder, EncoderConfig))
@@ -57,7 +51,8 @@ def train(cfg: DictConfig) -> dict:
         tasks,
         _typed(cfg.optimizer, OptimizerConfig),
         _typed(cfg.scheduler, SchedulerConfig),
-        instantiate(
+        build(
+            "balancer",
             cfg.balancer,
             names=list(tasks),
             loss_weights={name: t.spec.loss_weight for name, t in tasks.items()},
@@ -65,9 +60,9 @@ def train(cfg: DictConfig) -> dict:
         ),
     )
     metrics_file = MetricsFile(output_dir / "metrics.json")
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [metrics_file]
-    loggers = [instantiate(c) for c in cfg.logger.values()]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    callbacks = [build(f"callbacks.{k}", c) for k, c in cfg.callbacks.items()] + [metrics_file]
+    loggers = [build(f"logger.{k}", c) for k, c in cfg.logger.items()]
+    trainer: pl.Trainer = build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers)
     for lg in loggers:
         lg.log_hyperparams(_flat_hparams(cfg))
 
@@ -76,7 +71,7 @@ def train(cfg: DictConfig) -> dict:
     else:
         trainer.validate(model, datamodule=datamodule, verbose=False)  # the step-0 baseline
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
-    if metrics_file.history[-1]["step"] != trainer.global_step:
+    if not metrics_file.history or metrics_file.history[-1]["step"] != trainer.global_step:
         trainer.validate(model, datamodule=datamodule, verbose=False)  # metrics at the end
 
     checkpoint = _best_checkpoint(trainer)

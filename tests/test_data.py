@@ -149,3 +149,64 @@ def test_token_cache_is_reused_and_keyed_by_content(tmp_path, tokenizer, monkeyp
     longer = load_tokenizer(resolve_pretrained("minilm"), max_length=8)
     _, hit = tokenize_cached(longer, texts, pairs, tmp_path)
     assert not hit  # another max_length is another key
+
+
+def test_row_with_extra_fields_is_a_bad_row(tmp_path):
+    path = write(tmp_path, "x.csv", "y,text\n1,Hallo, Welt\n2,gut\n")
+    with pytest.raises(DataError, match=r"x\.csv:2: 3 fields but the header has 2"):
+        read_examples(path, regression())
+    assert read_examples(path, regression(), on_bad_row="skip").examples.texts == ["gut"]
+
+
+def test_jsonl_keeps_unicode_line_separators_and_rejects_non_text(tmp_path):
+    path = write(tmp_path, "u.jsonl", '{"text": "a\u2028b", "y": 1}\n{"text": "c", "y": 2}\n')
+    ex = read_examples(path, regression()).examples
+    assert ex.texts == ["a\u2028b", "c"] and ex.lines == [1, 2]
+    path = write(tmp_path, "l.jsonl", '{"text": ["a", "b"], "y": 1}\n')
+    with pytest.raises(
+        DataError, match=r"l\.jsonl:1: column 'text': expected a string or a number"
+    ):
+        read_examples(path, regression())
+
+
+def test_cache_key_separates_texts_unambiguously(tmp_path, tokenizer):
+    from mtl.data.cache import cache_key
+
+    assert cache_key(tokenizer, ["a\0b", "c"], None) != cache_key(tokenizer, ["a", "b\0c"], None)
+
+
+def test_atomic_write_keeps_the_usual_file_mode(tmp_path):
+    import os
+
+    from mtl.io import atomic_write_text
+
+    atomic_write_text(tmp_path / "m.json", "{}")
+    plain = tmp_path / "plain"
+    plain.write_text("{}")
+    assert os.stat(tmp_path / "m.json").st_mode == os.stat(plain).st_mode
+    assert not list(tmp_path.glob(".m.json.*"))
+
+
+@pytest.mark.parametrize(
+    ("split", "rows", "message"),
+    [
+        ({"val_fraction": 0.0}, 20, r"task\.cx\.split: val_fraction > 0"),
+        ({"val_fraction": 0.6, "test_fraction": 0.5}, 20, r"task\.cx\.split: .*sum < 1"),
+        ({"val_fraction": 0.1}, 3, r"task\.cx: the val split has 1 rows \(at least 2 needed"),
+    ],
+)
+def test_split_settings_that_cannot_work_name_the_task(tmp_path, tokenizer, split, rows, message):
+    from mtl.data.module import DataConfig, MultiTaskDataModule
+    from mtl.errors import ConfigError
+
+    body = "text,y\n" + "".join(f"satz {i},{i % 5}\n" for i in range(rows))
+    path = write(tmp_path, "d.csv", body)
+    spec = TaskSpec(type="regression", file=str(path), label_column="y", split=SplitSpec(**split))
+    module = MultiTaskDataModule(
+        {"cx": build_task("cx", spec)},
+        tokenizer,
+        DataConfig(),
+        {"_target_": "mtl.sampling.UniformSampler"},
+    )
+    with pytest.raises((ConfigError, DataError), match=message):
+        module.setup()

@@ -1,5 +1,6 @@
 """Exact resume and 2-process DDP, through `python -m mtl.train`."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -59,6 +60,8 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     continued = read_trace(tmp_path / "resumed_trace")
     assert [r["step"] for r in continued] == list(range(4, 12))
     assert continued == uninterrupted[4:]  # same tasks, same rows, step by step
+    history = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["history"]
+    assert [e["step"] for e in history] == [0, 6, 12]  # carried over from the stopped run
     a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "resumed")
     assert a.keys() == b.keys()
     for key in a:

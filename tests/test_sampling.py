@@ -174,3 +174,14 @@ def test_batch_sampler_resumes_exactly_from_a_batch_state():
     resumed.load_state_dict(taken[-1].state)  # the state after the 10th batch
     rest = [list(b) for b in _run(resumed, 3)][:65]
     assert rest == full[10:]
+
+
+def test_joint_step_fills_up_when_fewer_tasks_have_probability():
+    sampler = SequentialSampler(
+        sizes=SIZES, names=list("abc"), order=["a", "b", "c"], total_steps=30
+    )
+    for step in range(30):
+        tasks = sampler.choose(step, 0, k=2)
+        assert len(set(tasks)) == 2 and tasks[0] == step // 10  # the phase's task comes first
+    with pytest.raises(ConfigError, match="at least one task needs a weight"):
+        FixedSampler(sizes=SIZES, names=list("abc"), weights={"a": 0, "b": 0, "c": 0})

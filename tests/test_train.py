@@ -1,6 +1,7 @@
 """End to end through the real interface: `python -m mtl.train` with Hydra overrides."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,11 +101,18 @@ def test_best_checkpoint_loads_as_data(tiny_run):
 
 def test_existing_run_directory_is_not_overwritten(tiny_run):
     run, _ = tiny_run
-    before = (run / "metrics.json").read_bytes()
-    result = mtl_train(*FAST, f"hydra.run.dir={run}", cwd=run.parent)
+    files = [
+        run / "metrics.json",
+        run / ".hydra" / "config.yaml",
+        run / ".hydra" / "overrides.yaml",
+    ]
+    before = [f.read_bytes() for f in files]
+    result = mtl_train(*FAST, "seed=1", f"hydra.run.dir={run}", cwd=run.parent)
     assert result.returncode != 0
-    assert "refusing to overwrite" in result.stderr
-    assert (run / "metrics.json").read_bytes() == before
+    assert f"{run} already holds a run; refusing to overwrite it" in result.stderr
+    assert [f.read_bytes() for f in files] == before
+    sweep = mtl_train("-m", *FAST, f"hydra.sweep.dir={run}", cwd=run.parent)
+    assert sweep.returncode != 0 and "hydra.sweep.dir" in sweep.stderr
 
 
 def sweep(tmp_path: Path, *overrides: str) -> list[Path]:
@@ -146,6 +154,23 @@ def test_bad_row_stops_with_file_line_and_column(tmp_path, bad_task):
     result = mtl_train(*bad_task, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode == 1
     assert f"{tmp_path}/bad.csv:3: column 'text': text is empty" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_steps=-1", "trainer.max_steps: training length is set in steps"),
+        ("sampler.temperature=-1", "sampler.temperature must be > 0"),
+        ("+sampler.temprature=3", "sampler: .*unexpected keyword argument 'temprature'"),
+        ("balancer=pcgrad data.tasks_per_step=1", "needs several tasks per step"),
+        ("sampler=dynamic data.num_workers=4", "sampler.lag: 8 is below the 9 batches"),
+    ],
+)
+def test_bad_settings_stop_with_the_key_named(tmp_path, override, message):
+    result = mtl_train(*FAST, *override.split(), f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode == 1
+    assert re.search(message, result.stderr), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
 
 

@@ -45,14 +45,18 @@ class TokenizedTexts:
         return {"ids": self.ids, "type_ids": self.type_ids, "offsets": self.offsets}
 
 
+CACHE_FORMAT = 1  # bump when the stored layout changes
+
+
 def cache_key(tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None) -> str:
-    h = hashlib.sha256(tokenizer.to_str().encode())
+    h = hashlib.sha256(f"mtl-tokens-v{CACHE_FORMAT}".encode())
+    h.update(tokenizer.to_str().encode())
     h.update(str(tokenizer.truncation).encode())
     for part in (texts, pairs or []):
         h.update(len(part).to_bytes(8, "little"))
         for text in part:
-            h.update(text.encode())
-            h.update(b"\0")
+            data = text.encode()
+            h.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: no ambiguity
     return h.hexdigest()[:32]
 
 
@@ -75,7 +79,12 @@ def tokenize_cached(
     file = Path(cache_dir) / f"{cache_key(tokenizer, texts, pairs)}.safetensors"
     if file.is_file():
         try:
-            return TokenizedTexts(**load_file(file)), True
+            tokens = TokenizedTexts(**load_file(file))
+            if len(tokens) == len(texts):
+                return tokens, True
+            log.warning(
+                "ignoring token cache %s: %d rows for %d texts", file, len(tokens), len(texts)
+            )
         except Exception as e:  # a damaged cache entry is rebuilt, never trusted
             log.warning("ignoring unreadable token cache %s (%s)", file, e)
     tokens = tokenize(tokenizer, texts, pairs)

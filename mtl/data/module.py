@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from tokenizers import Tokenizer
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -19,7 +18,8 @@ from mtl.data.batching import collate, sorted_batches
 from mtl.data.cache import TokenizedTexts, tokenize_cached
 from mtl.data.readers import Examples, read_examples
 from mtl.data.splits import split_indices
-from mtl.errors import DataError
+from mtl.errors import ConfigError, DataError
+from mtl.instantiate import build
 from mtl.sampling import MultiTaskBatchSampler, StepBatch, TaskSampler
 from mtl.tasks import ClassificationTask, Task
 
@@ -120,7 +120,15 @@ class MultiTaskDataModule(pl.LightningDataModule):
                 f"data.tasks_per_step: must be between 1 and the number of tasks "
                 f"({len(self.tasks)}), got {self.cfg.tasks_per_step}"
             )
-        self.task_sampler = instantiate(
+        lag = self.sampler_cfg.get("lag")
+        depth = 2 * self.cfg.num_workers + 1  # batches a loader may draw ahead of training
+        if lag is not None and lag < depth:
+            raise ConfigError(
+                f"sampler.lag: {lag} is below the {depth} batches the loader draws ahead with "
+                f"data.num_workers={self.cfg.num_workers}; a resumed run would choose differently"
+            )
+        self.task_sampler = build(
+            "sampler",
             self.sampler_cfg,
             sizes=[len(self.splits[name]["train"]) for name in self.tasks],
             names=list(self.tasks),
@@ -148,11 +156,24 @@ class MultiTaskDataModule(pl.LightningDataModule):
             skipped += self._report_skips(task, result)
             if isinstance(task, ClassificationTask):
                 task.close_label_set()
-            rows = split_indices(len(result.examples), result.examples.groups, spec.split)
-            examples = {split: result.examples.subset(idx) for split, idx in rows.items()}
+            split = spec.split
+            val, test = split.val_fraction, split.test_fraction
+            if not (val > 0 and test >= 0 and val + test < 1):
+                raise ConfigError(
+                    f"task.{task.name}.split: val_fraction > 0, test_fraction >= 0 and their "
+                    f"sum < 1 are needed, got {split.val_fraction} and {split.test_fraction}"
+                )
+            rows = split_indices(len(result.examples), result.examples.groups, split)
+            examples = {name: result.examples.subset(idx) for name, idx in rows.items()}
         self.skipped[task.name] = skipped
         if "val" not in examples:
             raise DataError(f"task.{task.name}: no validation split (add files.val or a split)")
+        for name, needed in (("train", 1), ("val", 2)):
+            if len(examples.get(name, ())) < needed:
+                raise DataError(
+                    f"task.{task.name}: the {name} split has {len(examples.get(name, ()))} rows "
+                    f"(at least {needed} needed; were rows skipped as bad?)"
+                )
         if spec.train_fraction < 1:
             train = examples["train"]
             keep = sorted(

@@ -16,7 +16,7 @@ from pathlib import Path
 from mtl.errors import DataError
 from mtl.tasks import Task
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
 
 
 @dataclass
@@ -50,7 +50,9 @@ class ReadResult:
 def detect_format(path: Path, configured: str | None) -> str:
     if configured:
         if configured not in FORMATS.values():
-            raise DataError(f"{path}: format {configured!r} is not one of csv, tsv, jsonl")
+            raise DataError(
+                f"{path}: format {configured!r} is not one of csv, tsv, jsonl (task `format`)"
+            )
         return configured
     try:
         return FORMATS[path.suffix.lower()]
@@ -79,10 +81,15 @@ def read_text(path: Path, encoding: str) -> str:
     return text.removeprefix("\ufeff")
 
 
-def iter_records(path: Path, fmt: str, text: str) -> Iterator[tuple[int, dict[str, str] | None]]:
-    """(line, {column: value}) per record; the header is validated by the caller."""
+Record = tuple[int, dict[str, str | None], str | None]  # (line, {column: value}, problem)
+
+
+def iter_records(path: Path, fmt: str, text: str) -> Iterator[Record]:
+    """One record per row; a record with a problem (e.g. too many fields) is a bad row. For
+    CSV/TSV the first record is the header, as a record of itself."""
     if fmt == "jsonl":
-        for line_no, line in enumerate(text.splitlines(), start=1):
+        # split on "\n" only: JSON strings may hold raw U+2028 and other line separators
+        for line_no, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -91,7 +98,7 @@ def iter_records(path: Path, fmt: str, text: str) -> Iterator[tuple[int, dict[st
                 raise DataError(f"{path}:{line_no}:{e.colno}: invalid JSON ({e.msg})") from None
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{line_no}: expected a JSON object, got {record!r:.40}")
-            yield line_no, {k: "" if v is None else str(v) for k, v in record.items()}
+            yield line_no, *_json_values(record)
         return
     dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
     reader = csv.reader(io.StringIO(text, newline=""), **dialect)
@@ -99,13 +106,30 @@ def iter_records(path: Path, fmt: str, text: str) -> Iterator[tuple[int, dict[st
         header = next(reader)
     except StopIteration:
         raise DataError(f"{path}: the file is empty (expected a header row)") from None
-    yield 1, {name: name for name in header}  # the header, as a record of itself
+    yield 1, {name: name for name in header}, None
     start = reader.line_num + 1
     for row in reader:
         if row:
+            problem = None
+            if len(row) > len(header):
+                problem = (
+                    f"{len(row)} fields but the header has {len(header)} "
+                    "(an unquoted delimiter in the text?)"
+                )
             padded = row + [None] * (len(header) - len(row))  # short rows: missing columns
-            yield start, dict(zip(header, padded, strict=False))
+            yield start, dict(zip(header, padded, strict=False)), problem
         start = reader.line_num + 1
+
+
+def _json_values(record: dict) -> tuple[dict[str, str | None], str | None]:
+    """Values as text: strings as they are, numbers written out; lists, objects and booleans
+    are a problem (null counts as missing)."""
+    values: dict[str, str | None] = {}
+    for key, value in record.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float | None):
+            return values, f"column {key!r}: expected a string or a number, got {value!r:.40}"
+        values[key] = None if value is None else str(value)
+    return values, None
 
 
 def read_examples(
@@ -125,10 +149,12 @@ def read_examples(
                                  groups=[] if group_column else None))  # fmt: skip
     records = iter_records(path, fmt, text)
     if fmt != "jsonl":
-        _, header = next(records)
-        _check_header(path, task, list(header or {}), columns)
-    for line, record in records:
+        _, header, _ = next(records)
+        _check_header(path, task, list(header), columns)
+    for line, record, problem in records:
         try:
+            if problem:
+                raise ValueError(problem)
             values, label = _validated(task, record, columns)
         except ValueError as e:
             if on_bad_row != "skip":
