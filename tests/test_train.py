@@ -165,6 +165,8 @@ def test_bad_row_stops_with_file_line_and_column(tmp_path, bad_task):
         ("+sampler.temprature=3", "sampler: .*unexpected keyword argument 'temprature'"),
         ("balancer=pcgrad data.tasks_per_step=1", "needs several tasks per step"),
         ("sampler=dynamic data.num_workers=4", "sampler.lag: 8 is below the 9 batches"),
+        ("encoder.pooling=max", "encoder: pooling must be 'cls' or 'mean', got 'max'"),
+        ("encoder.freeze_layers=5", "encoder: cannot freeze 5 layers of a 2-layer encoder"),
     ],
 )
 def test_bad_settings_stop_with_the_key_named(tmp_path, override, message):

@@ -22,6 +22,7 @@ from mtl.errors import ConfigError, DataError
 from mtl.instantiate import build
 from mtl.sampling import MultiTaskBatchSampler, StepBatch, TaskSampler
 from mtl.tasks import ClassificationTask, Task
+from mtl.tokenizer import pad_id
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class MultiTaskDataset(Dataset):
         }
 
 
-def _unbatched(batch: dict) -> dict:
+def _passthrough_collate(batch: dict) -> dict:
     return batch  # __getitems__ already returns a collated batch
 
 
@@ -103,7 +104,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
         super().__init__()
         self.tasks, self.tokenizer, self.cfg = tasks, tokenizer, data
         self.sampler_cfg, self.seed, self.total_steps = sampler, seed, total_steps
-        self.pad_id = tokenizer.token_to_id("[PAD]") or 0
+        self.pad_id = pad_id(tokenizer)
         self.splits: dict[str, dict[str, TaskDataset]] = {}
         self.skipped: dict[str, int] = {}
         self.task_sampler: TaskSampler | None = None
@@ -264,7 +265,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_sampler=batch_sampler,
-            collate_fn=_unbatched,
+            collate_fn=_passthrough_collate,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
             # its own generator: starting an iterator must not draw from the global RNG, or a
