@@ -53,7 +53,8 @@ def test_run_writes_metrics_file_and_prints_table(tiny_run):
         assert f"val/demo_complexity/{key}" in metrics["final"]
     for key in ("accuracy", "f1"):
         assert f"val/demo_sentiment/{key}" in metrics["final"]
-    best = max(metrics["history"], key=lambda e: e["val/score"])
+    assert [e["in_fit"] for e in metrics["history"]] == [False, True, True]
+    best = max(metrics["history"][1:], key=lambda e: e["val/score"])  # ModelCheckpoint's choices
     assert metrics["best"] == best and metrics["best_step"] == best["step"]
     assert "best checkpoint:" in result.stdout and f"tensorboard --logdir {run}" in result.stdout
     assert (run / ".hydra" / "config.yaml").is_file()
