@@ -22,7 +22,7 @@ class MetricsFile(pl.Callback):
         self.path = Path(path)
         self.monitor = monitor
         self.history: list[dict] = []
-        self.extra: dict = {}  # added to the file as is (e.g. best_checkpoint)
+        self.extra: dict = {}  # added to the file as is (best_checkpoint, skipped_rows)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:

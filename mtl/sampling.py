@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from torch.utils.data import Sampler
 
@@ -311,17 +312,18 @@ class TaskBatchStream:
         self._batches = self._pass(self.epoch)
 
 
-class StepBatch(list):
-    """The global row indices of one step's batch(es), tagged with the step and its tasks."""
+@dataclass
+class StepBatch:
+    """What one step trains on: (task index, row indices) per task, and the sampler state."""
 
-    def __init__(self, rows: list[int], step: int, tasks: list[int], state: dict) -> None:
-        super().__init__(rows)
-        self.step, self.tasks, self.state = step, tasks, state
+    step: int
+    parts: list[tuple[int, list[int]]]
+    state: dict  # the batch sampler's state right after this step
 
 
-class MultiTaskBatchSampler(Sampler[list[int]]):
+class MultiTaskBatchSampler(Sampler[StepBatch]):
     """Yields, step after step, the next batch of each of the `tasks_per_step` tasks that the
-    task sampler picks. Indices are global: row r of task i is `offsets[i] + r`.
+    task sampler picks.
 
     One epoch is `steps_per_epoch` steps; task streams carry over between epochs. Each yielded
     StepBatch carries the sampler state right *after* it: once that step is trained, it is the
@@ -343,7 +345,6 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
         self.tasks_per_step = tasks_per_step
-        self.offsets = [sum(len(x) for x in task_lengths[:i]) for i in range(len(task_lengths))]
         self.streams = [
             TaskBatchStream(lengths, batch_size, seed, str(i), rank, world_size)
             for i, lengths in enumerate(task_lengths)
@@ -361,9 +362,9 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         for stream, s in zip(self.streams, state["streams"], strict=True):
             stream.load_state_dict(s)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[StepBatch]:
         for _ in range(self.steps_per_epoch - self.step % self.steps_per_epoch):
             tasks = self.task_sampler.choose(self.step, self.seed, self.tasks_per_step)
-            rows = [self.offsets[t] + r for t in tasks for r in self.streams[t].next()]
+            parts = [(t, self.streams[t].next()) for t in tasks]
             step, self.step = self.step, self.step + 1
-            yield StepBatch(rows, step, tasks, self.state_dict())
+            yield StepBatch(step, parts, self.state_dict())

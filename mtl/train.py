@@ -76,6 +76,7 @@ def train(cfg: DictConfig) -> dict:
 
     checkpoint = _best_checkpoint(trainer)
     metrics_file.extra["best_checkpoint"] = checkpoint
+    metrics_file.extra["skipped_rows"] = datamodule.skipped  # bad rows left out, per task
     summary = metrics_file.summary()
     if trainer.is_global_zero:
         metrics_file.write()

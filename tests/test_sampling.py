@@ -83,10 +83,11 @@ def test_batch_sampler_yields_one_task_per_batch_and_covers_rows():
     assert len(batches) == 100
     task0_rows = Counter()
     for batch in batches:
-        tasks = {0 if i < 7 else 1 for i in batch}
-        assert len(tasks) == 1  # every batch is one task's
-        if tasks == {0}:
-            task0_rows.update(batch)
+        assert len(batch.parts) == 1  # every batch is one task's
+        task, rows = batch.parts[0]
+        assert set(rows) <= set(range([7, 3][task]))
+        if task == 0:
+            task0_rows.update(rows)
     # task 0's stream runs whole passes: every row appears, none far more than others
     assert set(task0_rows) == set(range(7))
     assert max(task0_rows.values()) - min(task0_rows.values()) <= 1 + max(task0_rows.values()) // 4
@@ -95,7 +96,7 @@ def test_batch_sampler_yields_one_task_per_batch_and_covers_rows():
 def test_task_sequence_is_reproducible_and_seeded():
     def sequence(seed):
         sampler = MultiTaskBatchSampler([[3] * 40, [3] * 40], UniformSampler([40, 40]), 4, 30, seed)
-        return [b[0] >= 40 for b in _run(sampler, 2)]
+        return [b.parts[0][0] for b in _run(sampler, 2)]
 
     assert sequence(0) == sequence(0)
     assert sequence(0) != sequence(1)
@@ -158,21 +159,22 @@ def test_joint_steps_draw_distinct_tasks():
         [[3] * 40] * 3, UniformSampler(sizes=[40] * 3), 4, 20, 0, tasks_per_step=2
     )
     for batch in sampler:
-        assert len(batch.tasks) == 2 and len(set(batch.tasks)) == 2
-        assert len(batch) == 8
+        tasks = [task for task, _ in batch.parts]
+        assert len(tasks) == 2 and len(set(tasks)) == 2
+        assert all(len(rows) == 4 for _, rows in batch.parts)
 
 
 def test_batch_sampler_resumes_exactly_from_a_batch_state():
     def make():
         return MultiTaskBatchSampler([[3] * 50, [5] * 30], UniformSampler(sizes=[50, 30]), 4, 25, 7)
 
-    full = [list(b) for b in _run(make(), 3)]
+    full = [b.parts for b in _run(make(), 3)]
     first = make()
     batches = iter(first)
     taken = [next(batches) for _ in range(10)]
     resumed = make()
     resumed.load_state_dict(taken[-1].state)  # the state after the 10th batch
-    rest = [list(b) for b in _run(resumed, 3)][:65]
+    rest = [b.parts for b in _run(resumed, 3)][:65]
     assert rest == full[10:]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,24 +65,19 @@ class TaskDataset(Dataset):
 
 
 class MultiTaskDataset(Dataset):
-    """Tasks' training splits behind global indices; a step's batch holds one part per task."""
+    """The tasks' training splits; a step's batch holds one padded part per task."""
 
     def __init__(self, parts: list[TaskDataset]) -> None:
         self.parts = parts
-        self.starts = [sum(len(p) for p in parts[:i]) for i in range(len(parts))]
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
 
-    def __getitems__(self, indices: StepBatch) -> dict:
-        rows: dict[int, list[int]] = {}
-        for j in indices:
-            i = bisect_right(self.starts, j) - 1
-            rows.setdefault(i, []).append(j - self.starts[i])
+    def __getitems__(self, step: StepBatch) -> dict:
         return {
-            "step": indices.step,
-            "sampler_state": indices.state,
-            "parts": [self.parts[i].batch(r) for i, r in rows.items()],
+            "step": step.step,
+            "sampler_state": step.state,
+            "parts": [self.parts[task].batch(rows) for task, rows in step.parts],
         }
 
 
@@ -257,9 +251,6 @@ class MultiTaskDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("val")
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("test")
 
     def _loader(self, dataset: Dataset, batch_sampler) -> DataLoader:
         return DataLoader(
