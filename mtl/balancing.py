@@ -18,9 +18,9 @@ from mtl.errors import ConfigError
 
 
 class LossBalancer(nn.Module):
-    """Static weights: L = Σ_i w_i L_i, with w_i the task's `loss_weight`."""
+    """Base class: per-task weights w_i (times the task's `loss_weight`) and L = Σ_i w_i L_i."""
 
-    gradient_level = False
+    gradient_level = False  # True: combines per-task gradients instead (combine_gradients)
 
     def __init__(self, names: list[str], loss_weights: dict[str, float], seed: int = 0) -> None:
         super().__init__()
@@ -29,13 +29,22 @@ class LossBalancer(nn.Module):
         self.seed = seed
 
     def weights(self) -> dict[str, float]:
+        """The current weight of each task, as logged to balancer/w/<task>."""
         return dict(self.loss_weights)
 
     def combine(self, losses: dict[str, Tensor], step: int) -> Tensor:
-        return sum(self.loss_weights[n] * loss for n, loss in losses.items())  # type: ignore[return-value]
+        w = self.weights()
+        return sum(w[n] * loss for n, loss in losses.items())  # type: ignore[return-value]
 
     def end_step(self, losses: dict[str, float], step: int) -> None:
         """Record the step's (detached, all-reduced) losses; stateful balancers update here."""
+
+    def combine_gradients(self, grads: list[Tensor], step: int) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} balances losses, not gradients")
+
+
+class StaticBalancer(LossBalancer):
+    """Static weights: L = Σ_i w_i L_i, with w_i the task's `loss_weight`."""
 
 
 class UncertaintyBalancer(LossBalancer):
@@ -92,10 +101,6 @@ class DynamicWeightAverage(LossBalancer):
     def weights(self) -> dict[str, float]:
         return {n: self.loss_weights[n] * float(self.w[i]) for i, n in enumerate(self.names)}
 
-    def combine(self, losses: dict[str, Tensor], step: int) -> Tensor:
-        w = self.weights()
-        return sum(w[n] * loss for n, loss in losses.items())  # type: ignore[return-value]
-
     def end_step(self, losses: dict[str, float], step: int) -> None:
         for n, value in losses.items():
             i = self.names.index(n)
@@ -132,7 +137,7 @@ class RandomLossWeighting(LossBalancer):
 
     def combine(self, losses: dict[str, Tensor], step: int) -> Tensor:
         self._last = self.step_weights(step)
-        return sum(self._last[n] * loss for n, loss in losses.items())  # type: ignore[return-value]
+        return super().combine(losses, step)
 
 
 class PCGrad(LossBalancer):

@@ -15,8 +15,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from mtl.data.module import DataConfig
-from mtl.module import OptimizerConfig, SchedulerConfig
+from mtl.data.loading import DataConfig
+from mtl.model import OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig
 from mtl.tasks import TaskSpec
 
@@ -52,6 +52,7 @@ def dirname(overrides: str, limit: int = 120) -> str:
 
 
 def register() -> None:
+    """Make the schema and the config resolvers known to Hydra (before composing)."""
     if not OmegaConf.has_resolver("mtl_root"):
         OmegaConf.register_new_resolver("mtl_root", lambda: str(ROOT))
         OmegaConf.register_new_resolver("mtl_dirname", dirname)

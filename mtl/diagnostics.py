@@ -13,7 +13,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
-from mtl.module import flat_gradients
+from mtl.model import flat_gradients
 
 
 class GradientDiagnostics(pl.Callback):
@@ -25,7 +25,7 @@ class GradientDiagnostics(pl.Callback):
         step = trainer.global_step
         if not self.every_n_steps or step % self.every_n_steps or not trainer.is_global_zero:
             return
-        grads = task_gradients(pl_module, trainer.datamodule, self.batch_size)
+        grads = task_gradients(pl_module, trainer.datamodule.fixed_batches(self.batch_size))
         names = list(grads)
         G = torch.stack([grads[n] for n in names])  # (K, P)
         norms = G.norm(dim=1)
@@ -41,15 +41,14 @@ class GradientDiagnostics(pl.Callback):
 
 
 @torch.enable_grad()
-def task_gradients(pl_module, datamodule, batch_size: int) -> dict[str, Tensor]:
-    """Flat (P,) gradient of each task's loss on the trainable encoder parameters."""
+def task_gradients(pl_module, batches: dict[str, dict]) -> dict[str, Tensor]:
+    """Flat (P,) gradient of each task's loss (on its batch) on the trainable encoder
+    parameters."""
     params = [p for p in pl_module.encoder.parameters() if p.requires_grad]
     grads = {}
     was_training = pl_module.training
     pl_module.eval()  # no dropout: the same batch gives the same gradient
-    for name in pl_module.tasks:
-        dataset = datamodule.splits[name]["train"]
-        part = dataset.batch(list(range(min(batch_size, len(dataset)))))
+    for name, part in batches.items():
         part = pl_module.transfer_batch_to_device(part, pl_module.device, 0)
         with pl_module.trainer.precision_plugin.forward_context():
             loss = pl_module.task_losses([part])[name]

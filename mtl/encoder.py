@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +22,25 @@ from torch import Tensor, nn
 from mtl.errors import CheckpointError
 from mtl.io import atomic_save_safetensors, atomic_write_text
 
-Pooling = Literal["cls", "mean"]
-Attention = Literal["auto", "sdpa", "math"]
+
+class Pooling(str, Enum):
+    cls = "cls"  # the [CLS] token's last state
+    mean = "mean"  # the mean over real (non-padding) tokens
+
+
+class Attention(str, Enum):
+    auto = "auto"  # the fastest path for device, dtype and mode
+    sdpa = "sdpa"  # F.scaled_dot_product_attention
+    math = "math"  # explicit matmul-softmax-matmul
+
+
+def _choice(enum: type[Enum], value: object, key: str) -> str:
+    """`value` as the plain string of one of `enum`'s members, or ValueError naming `key`."""
+    try:
+        return enum(value).value
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in enum)
+        raise ValueError(f"{key} must be one of {allowed}, got {value!r}") from None
 
 
 @dataclass
@@ -38,8 +56,8 @@ class BertConfig:
     attention_dropout: float = 0.1  # on attention probabilities
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
-    pooling: Pooling = "cls"  # sentence vector: the [CLS] state, or the mean over real tokens
-    attention: Attention = "auto"  # "auto" picks the fastest path for device, dtype and mode
+    pooling: str = "cls"  # a Pooling: the [CLS] state, or the mean over real tokens
+    attention: str = "auto"  # an Attention: "auto" picks the fastest path
 
     # Hugging Face config.json key for each field that lives there (pooling/attention do not).
     HF_KEYS = {
@@ -61,10 +79,8 @@ class BertConfig:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
             )
-        if self.pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
-        if self.attention not in ("auto", "sdpa", "math"):
-            raise ValueError(f"attention must be 'auto', 'sdpa' or 'math', got {self.attention!r}")
+        self.pooling = _choice(Pooling, self.pooling, "pooling")
+        self.attention = _choice(Attention, self.attention, "attention")
 
     @classmethod
     def from_hf(cls, hf: dict, source: str = "config.json", **overrides) -> BertConfig:

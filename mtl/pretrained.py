@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from mtl.encoder import Bert, BertConfig
+from mtl.encoder import Attention, Bert, BertConfig, Pooling
 from mtl.errors import CheckpointError, ConfigError, MtlError
 from mtl.tokenizer import is_lowercase, load_tokenizer, pad_id, save_tokenizer
 
@@ -60,8 +60,8 @@ class EncoderConfig:
     pretrained: str | None = "minilm"  # 'minilm', a Hugging Face BERT directory, or null
     tokenizer: str = "minilm"  # tokenizer source when pretrained is null
     max_length: int = 128  # tokens per text (pair), special tokens included
-    pooling: str = "cls"  # cls | mean
-    attention: str = "auto"  # auto | sdpa | math
+    pooling: Pooling = Pooling.cls
+    attention: Attention = Attention.auto
     dropout: float | None = None  # None: the checkpoint's own
     freeze_embeddings: bool = False
     freeze_layers: int = 0  # bottom layers frozen; = num_layers with embeddings: feature extraction

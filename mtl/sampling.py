@@ -1,4 +1,4 @@
-"""Which task's batch comes next: task samplers and the multi-task batch sampler.
+"""Which task's batch comes next: one small class per formula.
 
 A task sampler gives a probability per task at each global step; the tasks of step s are drawn
 with an RNG seeded from (seed, s), so the sequence does not depend on how a run was split into
@@ -6,18 +6,17 @@ epochs, processes or restarts, and every DDP rank draws the same task.
 
 Samplers are built by Hydra (`conf/sampler/*.yaml`) with the run's context as keyword
 arguments: `sizes` (training rows per task), `names`, `total_steps` and `steps_per_epoch`.
+Adaptive samplers learn from the training losses that `observe` reports after each step.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Sequence
+from itertools import accumulate
 
-from torch.utils.data import Sampler
-
-from mtl.data.batching import bucketed_batches
 from mtl.errors import ConfigError
 
 
@@ -28,6 +27,8 @@ def _normalized(weights: Sequence[float]) -> list[float]:
 
 class TaskSampler:
     """Base class: `probabilities(step)` over tasks, in the order of `names`."""
+
+    lag: int | None = None  # adaptive samplers: training losses used are at least this old
 
     def __init__(
         self,
@@ -59,8 +60,9 @@ class TaskSampler:
             weights[i] = 0.0
         return chosen
 
-    def observe(self, step: int, task: int, loss: float) -> None:
-        """Training feedback (the task's loss at `step`); only adaptive samplers use it."""
+    def observe(self, step: int, losses: dict[str, float]) -> None:
+        """Training feedback: the loss of each task trained at `step` (steps in order); only
+        adaptive samplers use it."""
 
     def state_dict(self) -> dict:
         return {}
@@ -150,7 +152,7 @@ class RoundRobinSampler(TaskSampler):
         return [(step + j) % K for j in range(min(k, K))]
 
 
-class SequentialSampler(TaskSampler):
+class CurriculumSampler(TaskSampler):
     """A curriculum: the tasks in `order`, each for its share of the steps (`fractions`, default
     equal). In phase i, p_i = 1 − mix + mix/K and every other task gets mix/K."""
 
@@ -170,7 +172,7 @@ class SequentialSampler(TaskSampler):
         if not 0 <= mix <= 1:
             raise ConfigError(f"sampler.mix must be in [0, 1], got {mix}")
         self.mix = mix
-        self.ends = [self.total_steps * c for c in _cumulative(_normalized(fractions))]
+        self.ends = [self.total_steps * c for c in accumulate(_normalized(fractions))]
 
     def phase(self, step: int) -> int:
         return next((i for i, end in enumerate(self.ends) if step < end), len(self.ends) - 1)
@@ -182,21 +184,17 @@ class SequentialSampler(TaskSampler):
         return p
 
 
-def _cumulative(xs: list[float]) -> list[float]:
-    out, total = [], 0.0
-    for x in xs:
-        total += x
-        out.append(total)
-    return out
-
-
-class LossProgressSampler(TaskSampler):
+class DynamicSampler(TaskSampler):
     """Adaptive: more steps for tasks whose training loss has fallen least.
 
-    r_i = ℓ̄_i / ℓ_i⁰ (smoothed recent loss over the task's first losses); p_i ∝ exp(r_i / τ),
+    r_i = ℓ̄_i / ℓ_i⁰ (an EMA of the task's losses over its first loss); p_i ∝ exp(r_i / τ),
     mixed with uniform: p ← (1 − ε)·p + ε/K so no task starves. Probabilities change every
-    `update_every` steps and use only losses observed at least `lag` steps before the update,
-    so a resumed run (or a prefetching loader) makes the same choices as an uninterrupted one.
+    `update_every` steps (U) and use only losses observed at least `lag` steps before the
+    update, so a resumed run (or a prefetching loader) makes the same choices as an
+    uninterrupted one.
+
+    State is bounded: per task the first loss and the EMA of the losses no later request can
+    leave out, plus the observations of the last U + lag steps.
     """
 
     def __init__(
@@ -215,156 +213,62 @@ class LossProgressSampler(TaskSampler):
             raise ConfigError("sampler: smoothing must be in [0, 1) and floor in [0, 1]")
         self.tau, self.update_every, self.smoothing = tau, update_every, smoothing
         self.floor, self.lag = floor, lag
-        self.history: list[tuple[int, int, float]] = []  # (step, task, loss)
+        K = len(self.sizes)
+        self.first: list[float | None] = [None] * K
+        self.average: list[float | None] = [None] * K
+        self.folded_until = self.cutoff(0)  # losses of steps before this are in first/average
+        self.recent: deque[tuple[int, int, float]] = deque()  # (step, task, loss), the others
         self._cache: tuple[int, list[float]] | None = None
 
-    def observe(self, step: int, task: int, loss: float) -> None:
-        self.history.append((step, task, loss))
+    def cutoff(self, step: int) -> int:
+        """Probabilities at `step` use the losses of steps before this one."""
+        return step // self.update_every * self.update_every - self.lag
+
+    def observe(self, step: int, losses: dict[str, float]) -> None:
+        for name, loss in losses.items():
+            self.recent.append((step, self.names.index(name), loss))
+        horizon = self.cutoff(step + 1)  # no later step's probabilities leave these out
+        while self.recent and self.recent[0][0] < horizon:
+            _, task, loss = self.recent.popleft()
+            self._fold(self.first, self.average, task, loss)
+        self.folded_until = max(self.folded_until, horizon)
+
+    def _fold(self, first: list, average: list, task: int, loss: float) -> None:
+        first[task] = loss if first[task] is None else first[task]
+        a = self.smoothing
+        average[task] = loss if average[task] is None else a * average[task] + (1 - a) * loss
 
     def ratios(self, cutoff: int) -> list[float]:
-        """r_i from the losses observed before `cutoff` (1.0 for a task with none yet)."""
-        K = len(self.sizes)
-        first: list[float | None] = [None] * K
-        recent: list[float | None] = [None] * K
-        for step, task, loss in self.history:
-            if step >= cutoff:
-                continue
-            first[task] = loss if first[task] is None else first[task]
-            prev = recent[task]
-            recent[task] = (
-                loss if prev is None else self.smoothing * prev + (1 - self.smoothing) * loss
-            )
+        """r_i from the losses of steps before `cutoff` (1.0 for a task with none yet)."""
+        if cutoff < self.folded_until:
+            raise ValueError(f"losses before step {cutoff} are no longer kept apart")
+        first, average = list(self.first), list(self.average)
+        for step, task, loss in self.recent:
+            if step < cutoff:
+                self._fold(first, average, task, loss)
         return [
             r / f if f is not None and r is not None and f > 0 else 1.0
-            for f, r in zip(first, recent, strict=True)
+            for f, r in zip(first, average, strict=True)
         ]
 
     def probabilities(self, step: int) -> list[float]:
         boundary = step // self.update_every * self.update_every
         if self._cache is None or self._cache[0] != boundary:
-            ratios = self.ratios(boundary - self.lag)
-            p = _normalized([math.exp(r / self.tau) for r in ratios])
+            p = _normalized([math.exp(r / self.tau) for r in self.ratios(boundary - self.lag)])
             K = len(p)
             self._cache = (boundary, [(1 - self.floor) * x + self.floor / K for x in p])
         return self._cache[1]
 
     def state_dict(self) -> dict:
-        return {"history": [list(h) for h in self.history]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.history = [(int(s), int(t), float(x)) for s, t, x in state.get("history", [])]
-        self._cache = None
-
-
-class TaskBatchStream:
-    """An endless stream of one task's training batches: pass after shuffled pass.
-
-    Rows are dealt round-robin to `world_size` ranks: batch b of a pass holds
-    `batch_size · world_size` rows and this rank takes every world_size-th of them.
-    """
-
-    def __init__(
-        self,
-        lengths: list[int],
-        batch_size: int,
-        seed: int,
-        key: str,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.lengths, self.batch_size, self.seed, self.key = lengths, batch_size, seed, key
-        self.rank, self.world_size = rank, world_size
-        if len(lengths) < world_size:
-            raise ConfigError(f"task {key}: {len(lengths)} training rows for {world_size} ranks")
-        self.epoch, self.position = 0, 0
-        self._batches = self._pass(0)
-
-    def _pass(self, epoch: int) -> list[list[int]]:
-        rng = random.Random(f"batches:{self.seed}:{self.key}:{epoch}")
-        batches = bucketed_batches(self.lengths, self.batch_size * self.world_size, rng)
-        if self.world_size == 1:
-            return batches
-        return [b[self.rank :: self.world_size] for b in batches if len(b) >= self.world_size]
-
-    def next(self) -> list[int]:
-        if self.position >= len(self._batches):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._batches = self._pass(self.epoch)
-        self.position += 1
-        return self._batches[self.position - 1]
-
-    def state_dict(self) -> dict:
         return {
-            "epoch": self.epoch,
-            "position": self.position,
-            "batch_size": self.batch_size,
-            "world_size": self.world_size,
+            "first": list(self.first),
+            "average": list(self.average),
+            "folded_until": self.folded_until,
+            "recent": [list(r) for r in self.recent],
         }
 
     def load_state_dict(self, state: dict) -> None:
-        saved = (state["batch_size"], state["world_size"])
-        if saved != (self.batch_size, self.world_size):
-            raise ConfigError(
-                f"resume: the checkpoint's batches were (batch_size, ranks) = {saved}, this run's "
-                f"are {(self.batch_size, self.world_size)}; resume with the same settings"
-            )
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._batches = self._pass(self.epoch)
-
-
-@dataclass
-class StepBatch:
-    """What one step trains on: (task index, row indices) per task, and the sampler state."""
-
-    step: int
-    parts: list[tuple[int, list[int]]]
-    state: dict  # the batch sampler's state right after this step
-
-
-class MultiTaskBatchSampler(Sampler[StepBatch]):
-    """Yields, step after step, the next batch of each of the `tasks_per_step` tasks that the
-    task sampler picks.
-
-    One epoch is `steps_per_epoch` steps; task streams carry over between epochs. Each yielded
-    StepBatch carries the sampler state right *after* it: once that step is trained, it is the
-    state to resume from (the loader itself may have prefetched further).
-    """
-
-    def __init__(
-        self,
-        task_lengths: list[list[int]],
-        task_sampler: TaskSampler,
-        batch_size: int,
-        steps_per_epoch: int,
-        seed: int,
-        tasks_per_step: int = 1,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.task_sampler = task_sampler
-        self.steps_per_epoch = steps_per_epoch
-        self.seed = seed
-        self.tasks_per_step = tasks_per_step
-        self.streams = [
-            TaskBatchStream(lengths, batch_size, seed, str(i), rank, world_size)
-            for i, lengths in enumerate(task_lengths)
-        ]
-        self.step = 0  # global step of the next batch
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def state_dict(self) -> dict:
-        return {"step": self.step, "streams": [s.state_dict() for s in self.streams]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
-        for stream, s in zip(self.streams, state["streams"], strict=True):
-            stream.load_state_dict(s)
-
-    def __iter__(self) -> Iterator[StepBatch]:
-        for _ in range(self.steps_per_epoch - self.step % self.steps_per_epoch):
-            tasks = self.task_sampler.choose(self.step, self.seed, self.tasks_per_step)
-            parts = [(t, self.streams[t].next()) for t in tasks]
-            step, self.step = self.step, self.step + 1
-            yield StepBatch(step, parts, self.state_dict())
+        self.first, self.average = list(state["first"]), list(state["average"])
+        self.folded_until = int(state["folded_until"])
+        self.recent = deque((int(s), int(t), float(x)) for s, t, x in state["recent"])
+        self._cache = None

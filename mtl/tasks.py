@@ -1,4 +1,4 @@
-"""Task specs (validated structured configs) and task types: head, labels, loss, metrics.
+"""Task specs (validated structured configs) and task types: labels, loss, metrics, score.
 
 A task is declared in `conf/task/<name>.yaml` under its own name:
 
@@ -7,6 +7,10 @@ A task is declared in `conf/task/<name>.yaml` under its own name:
       files: {train: ..., val: ...}
       ...
 
+A task is used in two phases. Reading checks each row's label on its own
+(`parse_label(spec, raw)`); then `fit(name, spec, labels)` learns what the training rows
+determine (the class list; the mean and sd of regression targets) and returns an immutable
+task. Heads are sized from a fitted task, so a model cannot be built before its data is read.
 Each task type scores itself so that higher is better; `val/score` is the mean over tasks.
 """
 
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +40,18 @@ from torchmetrics import (
 from mtl.errors import ConfigError
 
 
+class TaskType(str, Enum):
+    regression = "regression"
+    classification = "classification"
+
+
+class Loss(str, Enum):
+    mse = "mse"
+    huber = "huber"
+    l1 = "l1"
+    cross_entropy = "cross_entropy"
+
+
 @dataclass
 class SplitSpec:
     """One file split into train/val(/test) by rows, or by groups of rows that stay together."""
@@ -52,7 +70,7 @@ class HeadSpec:
 
 @dataclass
 class TaskSpec:
-    type: str = MISSING  # regression | classification
+    type: TaskType = MISSING
     files: dict[str, str] = field(default_factory=dict)  # split (train/val/test) -> path
     file: str | None = None  # or one file plus a split rule
     split: SplitSpec = field(default_factory=SplitSpec)
@@ -65,7 +83,7 @@ class TaskSpec:
     range: list[float] | None = None  # regression: [low, high]; labels outside are bad rows
     train_fraction: float = 1.0  # use this fraction of the training rows (learning curves)
     head: HeadSpec = field(default_factory=HeadSpec)
-    loss: str | None = None  # regression: mse | huber | l1; classification: cross_entropy
+    loss: Loss | None = None  # regression: mse | huber | l1; classification: cross_entropy
     loss_weight: float = 1.0
 
 
@@ -86,8 +104,6 @@ def parse_task_specs(tasks: DictConfig | dict) -> dict[str, TaskSpec]:
         except OmegaConfBaseException as e:
             key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
             raise ConfigError(f"task.{name}.{key}: {e.msg if hasattr(e, 'msg') else e}") from None
-        if spec.type not in TASK_TYPES:
-            raise ConfigError(f"task.{name}.type: {spec.type!r} is not one of {sorted(TASK_TYPES)}")
         if bool(spec.files) == bool(spec.file):
             raise ConfigError(f"task.{name}: give either `files` (per split) or `file` + `split`")
         if spec.files and "train" not in spec.files:
@@ -96,31 +112,58 @@ def parse_task_specs(tasks: DictConfig | dict) -> dict[str, TaskSpec]:
             raise ConfigError(
                 f"task.{name}.train_fraction: must be in (0, 1], got {spec.train_fraction}"
             )
+        TASK_TYPES[spec.type].check_spec(name, spec)
         specs[name] = spec
     return specs
 
 
+Label = float | str  # a parsed label: a regression value, or a class name as in the file
+
+
+@dataclass(frozen=True, eq=False)
 class Task:
-    """A task type: how many outputs its head has, how labels parse, its loss and metrics."""
+    """A fitted task: its spec plus what its training rows determined. Immutable."""
 
-    type: str
+    name: str
+    spec: TaskSpec
+    type: ClassVar[TaskType]
 
-    def __init__(self, name: str, spec: TaskSpec) -> None:
-        self.name = name
-        self.spec = spec
+    @staticmethod
+    def check_spec(name: str, spec: TaskSpec) -> None:
+        """Refuse settings this task type cannot use, naming the key."""
+
+    @staticmethod
+    def parse_label(spec: TaskSpec, raw: str) -> Label:
+        """One row's label checked on its own; raises ValueError with the reason."""
+        raise NotImplementedError
+
+    @classmethod
+    def fit(cls, name: str, spec: TaskSpec, labels: list[Label]) -> Task:
+        """The task fitted on the labels of the rows it trains on."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, name: str, spec: TaskSpec, state: dict) -> Task:
+        """The inverse of `state()`: a fitted task as a checkpoint recorded it."""
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        """What a checkpoint needs to rebuild this task's head and label mapping (JSON)."""
+        return {"type": self.type.value}
+
+    def encode(self, label: Label) -> float | int:
+        """A parsed label as the training target; ValueError if the fitted task cannot use it."""
+        raise NotImplementedError
 
     @property
     def num_outputs(self) -> int:
         raise NotImplementedError
 
-    def parse_label(self, raw: str) -> float | int:
-        """The label as a number; raises ValueError with the reason for a bad value."""
+    @property
+    def target_dtype(self) -> torch.dtype:
         raise NotImplementedError
 
-    def fit_labels(self, labels: list[float | int]) -> None:
-        """Learn label statistics from the training split (before the first batch)."""
-
-    def loss(self, output: Tensor, labels: Tensor) -> Tensor:
+    def loss(self, output: Tensor, targets: Tensor) -> Tensor:
         raise NotImplementedError
 
     def predict(self, output: Tensor) -> Tensor:
@@ -134,54 +177,71 @@ class Task:
         """The task's contribution to val/score (higher is better)."""
         raise NotImplementedError
 
-    def state(self) -> dict:
-        """What a checkpoint needs to rebuild this task's head and label mapping."""
-        return {"type": self.type}
 
-
+@dataclass(frozen=True, eq=False)
 class RegressionTask(Task):
     """Scalar targets, standardized with the training mean and sd: the head predicts (y - μ) / σ.
 
     Score: R² = 1 − MSE / Var(y), so 0 is "always predict the mean" and 1 is perfect.
     """
 
-    type = "regression"
-    LOSSES = {"mse": F.mse_loss, "huber": F.smooth_l1_loss, "l1": F.l1_loss}
+    mean: float = 0.0
+    std: float = 1.0
+    type: ClassVar[TaskType] = TaskType.regression
+    LOSSES: ClassVar[dict] = {
+        Loss.mse: F.mse_loss, Loss.huber: F.smooth_l1_loss, Loss.l1: F.l1_loss
+    }  # fmt: skip
 
-    def __init__(self, name: str, spec: TaskSpec) -> None:
-        super().__init__(name, spec)
-        loss = spec.loss or "mse"
-        if loss not in self.LOSSES:
-            raise ConfigError(f"task.{name}.loss: {loss!r} is not one of {sorted(self.LOSSES)}")
-        self._loss = self.LOSSES[loss]
+    @staticmethod
+    def check_spec(name: str, spec: TaskSpec) -> None:
+        if (spec.loss or Loss.mse) not in RegressionTask.LOSSES:
+            raise ConfigError(
+                f"task.{name}.loss: {spec.loss.value!r} is not a regression loss "  # type: ignore[union-attr]
+                f"(mse, huber or l1)"
+            )
         if spec.range is not None and (len(spec.range) != 2 or spec.range[0] >= spec.range[1]):
             raise ConfigError(f"task.{name}.range: must be [low, high], got {spec.range}")
-        self.mean, self.std = 0.0, 1.0
 
-    @property
-    def num_outputs(self) -> int:
-        return 1
-
-    def parse_label(self, raw: str) -> float:
+    @staticmethod
+    def parse_label(spec: TaskSpec, raw: str) -> float:
         try:
             value = float(raw)
         except ValueError:
             raise ValueError(f"label {raw!r} is not a number") from None
         if not math.isfinite(value):
             raise ValueError(f"label {raw!r} is not a finite number")
-        low, high = self.spec.range or (-math.inf, math.inf)
+        low, high = spec.range or (-math.inf, math.inf)
         if not low <= value <= high:
             raise ValueError(f"label {value} is outside the range [{low}, {high}]")
         return value
 
-    def fit_labels(self, labels: list[float | int]) -> None:
+    @classmethod
+    def fit(cls, name: str, spec: TaskSpec, labels: list[Label]) -> RegressionTask:
         t = torch.tensor(labels, dtype=torch.float64)
-        self.mean = float(t.mean())
-        self.std = float(t.std()) if len(t) > 1 and float(t.std()) > 0 else 1.0
+        std = float(t.std()) if len(t) > 1 else 0.0
+        return cls(name, spec, mean=float(t.mean()), std=std if std > 0 else 1.0)
 
-    def loss(self, output: Tensor, labels: Tensor) -> Tensor:
-        target = (labels.float() - self.mean) / self.std
-        return self._loss(output.squeeze(-1).float(), target)
+    @classmethod
+    def from_state(cls, name: str, spec: TaskSpec, state: dict) -> RegressionTask:
+        return cls(name, spec, mean=float(state["mean"]), std=float(state["std"]))
+
+    def state(self) -> dict:
+        return {**super().state(), "mean": self.mean, "std": self.std}
+
+    def encode(self, label: Label) -> float:
+        return float(label)
+
+    @property
+    def num_outputs(self) -> int:
+        return 1
+
+    @property
+    def target_dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def loss(self, output: Tensor, targets: Tensor) -> Tensor:
+        standardized = (targets.float() - self.mean) / self.std
+        return self.LOSSES[self.spec.loss or Loss.mse](output.squeeze(-1).float(), standardized)
 
     def predict(self, output: Tensor) -> Tensor:
         y = output.squeeze(-1).float() * self.std + self.mean
@@ -201,49 +261,69 @@ class RegressionTask(Task):
     def score(self, values: dict[str, float]) -> float:
         return values["r2"]
 
-    def state(self) -> dict:
-        return {**super().state(), "mean": self.mean, "std": self.std}
 
-
+@dataclass(frozen=True, eq=False)
 class ClassificationTask(Task):
-    """Single-label classification with cross-entropy. Score: macro-F1."""
+    """Single-label classification with cross-entropy. Score: macro-F1.
 
-    type = "classification"
+    The classes are `spec.labels` in that order, or else the labels of the training rows in
+    order of first appearance; a label outside them (in any split) is a bad row.
+    """
 
-    def __init__(self, name: str, spec: TaskSpec) -> None:
-        super().__init__(name, spec)
-        if (spec.loss or "cross_entropy") != "cross_entropy":
+    labels: tuple[str, ...] = ()
+    type: ClassVar[TaskType] = TaskType.classification
+
+    @staticmethod
+    def check_spec(name: str, spec: TaskSpec) -> None:
+        if (spec.loss or Loss.cross_entropy) != Loss.cross_entropy:
             raise ConfigError(f"task.{name}.loss: classification supports only cross_entropy")
-        self.labels: list[str] = list(spec.labels) if spec.labels else []
-        self._fixed = bool(spec.labels)  # label set from config; else read from training data
-        if self._fixed and len(set(self.labels)) != len(self.labels):
-            raise ConfigError(f"task.{name}.labels: duplicate values in {self.labels}")
+        if spec.labels is not None and len(set(spec.labels)) != len(spec.labels):
+            raise ConfigError(f"task.{name}.labels: duplicate values in {spec.labels}")
+
+    @staticmethod
+    def parse_label(spec: TaskSpec, raw: str) -> str:
+        label = raw.strip()
+        if not label:
+            raise ValueError("label is empty")
+        if spec.labels and label not in spec.labels:
+            raise ValueError(f"label {label!r} is not in the label set {spec.labels}")
+        return label
+
+    @classmethod
+    def fit(cls, name: str, spec: TaskSpec, labels: list[Label]) -> ClassificationTask:
+        classes = tuple(spec.labels) if spec.labels else tuple(dict.fromkeys(map(str, labels)))
+        if len(classes) < 2:
+            raise ConfigError(
+                f"task.{name}: classification needs at least 2 classes, found {list(classes)}"
+            )
+        return cls(name, spec, labels=classes)
+
+    @classmethod
+    def from_state(cls, name: str, spec: TaskSpec, state: dict) -> ClassificationTask:
+        return cls(name, spec, labels=tuple(state["labels"]))
+
+    def state(self) -> dict:
+        return {**super().state(), "labels": list(self.labels)}
+
+    def encode(self, label: Label) -> int:
+        try:
+            return self.labels.index(str(label))
+        except ValueError:
+            raise ValueError(
+                f"label {label!r} is not in the label set {list(self.labels)} learned from the "
+                f"training rows (list every class in task.{self.name}.labels)"
+            ) from None
 
     @property
     def num_outputs(self) -> int:
         return len(self.labels)
 
-    def parse_label(self, raw: str) -> int:
-        raw = raw.strip()
-        if raw in self.labels:
-            return self.labels.index(raw)
-        if self._fixed:
-            raise ValueError(f"label {raw!r} is not in the label set {self.labels}")
-        if not raw:
-            raise ValueError("label is empty")
-        self.labels.append(raw)  # open label set: grows while reading the training split
-        return len(self.labels) - 1
+    @property
+    def target_dtype(self) -> torch.dtype:
+        return torch.long
 
-    def close_label_set(self) -> None:
-        """After the training split: unseen labels in other splits are bad rows."""
-        if len(self.labels) < 2:
-            raise ConfigError(
-                f"task.{self.name}: classification needs at least 2 classes, found {self.labels}"
-            )
-        self._fixed = True
-
-    def loss(self, output: Tensor, labels: Tensor) -> Tensor:
-        return F.cross_entropy(output.float(), labels.long())
+    def loss(self, output: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(output.float(), targets.long())
 
     def predict(self, output: Tensor) -> Tensor:
         return output.argmax(-1)
@@ -260,12 +340,9 @@ class ClassificationTask(Task):
     def score(self, values: dict[str, float]) -> float:
         return values["f1"]
 
-    def state(self) -> dict:
-        return {**super().state(), "labels": self.labels}
+
+TASK_TYPES: dict[TaskType, type[Task]] = {t.type: t for t in (RegressionTask, ClassificationTask)}
 
 
-TASK_TYPES: dict[str, type[Task]] = {t.type: t for t in (RegressionTask, ClassificationTask)}
-
-
-def build_task(name: str, spec: TaskSpec) -> Task:
-    return TASK_TYPES[spec.type](name, spec)
+def task_type(spec: TaskSpec) -> type[Task]:
+    return TASK_TYPES[spec.type]

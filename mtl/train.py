@@ -17,18 +17,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtl.callbacks import MetricsFile
 from mtl.config import ROOT, register
-from mtl.data.module import DataConfig, MultiTaskDataModule
+from mtl.data.datamodule import MultiTaskDataModule, steps_per_epoch
+from mtl.data.loading import DataConfig, load_tasks
 from mtl.errors import ConfigError, MtlError
+from mtl.feedback import TaskFeedback
 from mtl.instantiate import build
-from mtl.module import MultiTaskModule, OptimizerConfig, SchedulerConfig
+from mtl.model import MultiTaskModel, OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig, build_encoder
-from mtl.tasks import build_task, parse_task_specs
+from mtl.tasks import parse_task_specs
 
 log = logging.getLogger("mtl.train")
-register()
-# Known, harmless notices that would otherwise bury the progress output.
-warnings.filterwarnings("ignore", message=".*will save all targets and predictions in the buffer")
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def train(cfg: DictConfig) -> dict:
@@ -37,30 +35,45 @@ def train(cfg: DictConfig) -> dict:
     if not cfg.trainer.get("max_steps") or cfg.trainer.max_steps <= 0:
         raise ConfigError("trainer.max_steps: training length is set in steps; give a number > 0")
     pl.seed_everything(cfg.seed, workers=True)
-    tasks = {name: build_task(name, spec) for name, spec in parse_task_specs(cfg.task).items()}
+    specs = parse_task_specs(cfg.task)
     encoder, tokenizer = build_encoder(_typed(cfg.encoder, EncoderConfig))
     data_cfg = _typed(cfg.data, DataConfig)
-    datamodule = MultiTaskDataModule(
-        tasks, tokenizer, data_cfg, cfg.sampler, seed=cfg.seed, total_steps=cfg.trainer.max_steps
+    data = load_tasks(specs, tokenizer, data_cfg, cfg.seed)  # reads, fits and tokenizes
+    tasks = {name: d.task for name, d in data.items()}
+    sizes = {name: len(d.splits["train"]) for name, d in data.items()}
+    for name, n in sizes.items():
+        log.info("task %s: %d training rows, %s", name, n, tasks[name].type.value)
+    task_sampler = build(
+        "sampler",
+        cfg.sampler,
+        sizes=list(sizes.values()),
+        names=list(sizes),
+        total_steps=cfg.trainer.max_steps,
+        steps_per_epoch=steps_per_epoch(sizes, data_cfg),
     )
-    datamodule.setup()
-    for name, n in datamodule.train_sizes.items():
-        log.info("task %s: %d training rows, %s", name, n, tasks[name].type)
-    model = MultiTaskModule(
+    balancer = build(
+        "balancer",
+        cfg.balancer,
+        names=list(tasks),
+        loss_weights={name: t.spec.loss_weight for name, t in tasks.items()},
+        seed=cfg.seed,
+    )
+    if balancer.gradient_level and data_cfg.tasks_per_step < 2:
+        raise ConfigError(
+            f"balancer {type(balancer).__name__} combines task gradients and needs several "
+            "tasks per step: set data.tasks_per_step >= 2"
+        )
+    datamodule = MultiTaskDataModule(data, data_cfg, task_sampler, seed=cfg.seed)
+    model = MultiTaskModel(
         encoder,
         tasks,
         _typed(cfg.optimizer, OptimizerConfig),
         _typed(cfg.scheduler, SchedulerConfig),
-        build(
-            "balancer",
-            cfg.balancer,
-            names=list(tasks),
-            loss_weights={name: t.spec.loss_weight for name, t in tasks.items()},
-            seed=cfg.seed,
-        ),
+        balancer,
     )
     metrics_file = MetricsFile(output_dir / "metrics.json")
-    callbacks = [build(f"callbacks.{k}", c) for k, c in cfg.callbacks.items()] + [metrics_file]
+    callbacks = [build(f"callbacks.{k}", c) for k, c in cfg.callbacks.items()]
+    callbacks += [TaskFeedback(task_sampler), metrics_file]
     loggers = [build(f"logger.{k}", c) for k, c in cfg.logger.items()]
     trainer: pl.Trainer = build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers)
     for lg in loggers:
@@ -76,7 +89,7 @@ def train(cfg: DictConfig) -> dict:
 
     checkpoint = _best_checkpoint(trainer)
     metrics_file.extra["best_checkpoint"] = checkpoint
-    metrics_file.extra["skipped_rows"] = datamodule.skipped  # bad rows left out, per task
+    metrics_file.extra["skipped_rows"] = {name: d.skipped for name, d in data.items()}
     summary = metrics_file.summary()
     if trainer.is_global_zero:
         metrics_file.write()
@@ -94,7 +107,8 @@ def _flat_hparams(cfg: DictConfig) -> dict:
     """Scalar settings for TensorBoard's HPARAMS tab: task list, encoder, sampler, optimizer."""
     flat = {"tasks": ",".join(cfg.task), "seed": cfg.seed}
     for group in ("encoder", "sampler", "balancer", "optimizer", "scheduler", "data"):
-        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
+        container = OmegaConf.to_container(cfg[group], resolve=True, enum_to_str=True)
+        for key, value in container.items():
             if isinstance(value, str | int | float | bool) or value is None:
                 flat[f"{group}/{key}"] = str(value) if value is None else value
     flat["trainer/max_steps"] = cfg.trainer.get("max_steps", -1)
@@ -127,12 +141,21 @@ def format_summary(
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")
-def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns val/score at the best step (for sweepers that optimize)."""
+def _hydra_main(cfg: DictConfig) -> float:
+    # Known, harmless notices that would otherwise bury the progress output.
+    warnings.filterwarnings("ignore", message=".*will save all targets and predictions in")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     try:
         return train(cfg)["best"]["val/score"]
     except MtlError as e:
         sys.exit(f"error: {e}")
+
+
+def main() -> float:
+    """Entry point (`python -m mtl.train`, `mtl-train`); returns val/score at the best step
+    (for sweepers that optimize)."""
+    register()
+    return _hydra_main()
 
 
 if __name__ == "__main__":

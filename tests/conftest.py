@@ -1,13 +1,88 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files: the packaged encoder, and running mtl's commands."""
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtl.config import register
 from mtl.pretrained import resolve_pretrained
+
+TESTS = Path(__file__).resolve().parent
+SHARED_DATA = TESTS.parents[1] / "shared" / "data"  # real data sets, read in place
+
+register()  # the schema and resolvers, for tests that compose configs in this process
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data sets beside the checkout (../shared/data); tests that need them are
+    skipped on a machine without them."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data sets not found at {SHARED_DATA}")
+    return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The packaged all-MiniLM-L6-v2 folder (a required install: see README.md)."""
     return resolve_pretrained("minilm")
+
+
+def _run(module: str, *args: str, cwd: Path, env: dict | None = None, input: str | None = None):
+    """`python -m <module> args...` in `cwd`, with tests/ importable (for test-only callbacks)."""
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": path, **(env or {})},
+        input=input,
+    )
+
+
+@pytest.fixture(scope="session")
+def mtl_train() -> Callable[..., subprocess.CompletedProcess]:
+    """Run `python -m mtl.train` with Hydra overrides: mtl_train(*args, cwd=dir)."""
+    return lambda *args, **kw: _run("mtl.train", *args, **kw)
+
+
+@pytest.fixture(scope="session")
+def run_module() -> Callable[..., subprocess.CompletedProcess]:
+    """Run any `python -m <module>`: run_module("mtl.predict", *args, cwd=dir)."""
+    return _run
+
+
+def read_scalars(run_dir: Path) -> dict[str, list]:
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="session")
+def scalars() -> Callable[[Path], dict[str, list]]:
+    """The TensorBoard scalars of a run directory: {tag: [events]}."""
+    return read_scalars
+
+
+@pytest.fixture(scope="session")
+def sweep(mtl_train) -> Callable[..., list[Path]]:
+    """A tiny multirun (2 steps unless overridden) in `tmp_path`/sweep; returns its job
+    directories in order."""
+
+    def run(tmp_path: Path, *overrides: str) -> list[Path]:
+        result = mtl_train(
+            "-m", "encoder=tiny", "trainer.max_steps=2", "trainer.val_check_interval=2",
+            "trainer.log_every_n_steps=1", *overrides, f"hydra.sweep.dir={tmp_path}/sweep",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        return sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+
+    return run

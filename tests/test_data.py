@@ -7,22 +7,27 @@ import torch
 
 from mtl.data.batching import bucketed_batches, collate, sorted_batches
 from mtl.data.cache import tokenize_cached
+from mtl.data.loading import DataConfig, OnBadRow, load_task
 from mtl.data.readers import read_examples
 from mtl.data.splits import split_indices
-from mtl.errors import DataError
+from mtl.errors import ConfigError, DataError
 from mtl.pretrained import resolve_pretrained
-from mtl.tasks import SplitSpec, TaskSpec, build_task
+from mtl.tasks import ClassificationTask, SplitSpec, TaskSpec, TaskType
 from mtl.tokenizer import load_tokenizer
 
 
-def regression(**kw):
-    spec = TaskSpec(type="regression", file="x", text_column="text", label_column="y", **kw)
-    return build_task("cx", spec)
+def regression(**kw) -> TaskSpec:
+    kw = {"file": "x", **kw}
+    return TaskSpec(type=TaskType.regression, text_column="text", label_column="y", **kw)
 
 
-def classification(labels=("neg", "pos"), **kw):
-    spec = TaskSpec(type="classification", file="x", labels=list(labels) if labels else None, **kw)
-    return build_task("sent", spec)
+def classification(labels=("neg", "pos"), **kw) -> TaskSpec:
+    kw = {"file": "x", **kw} if "files" not in kw else kw
+    return TaskSpec(type=TaskType.classification, labels=list(labels) if labels else None, **kw)
+
+
+def read(path, spec, **kw):
+    return read_examples(path, "t", spec, **kw)
 
 
 def write(tmp_path, name, text, encoding="utf-8"):
@@ -35,17 +40,17 @@ def test_reads_csv_tsv_jsonl(tmp_path):
     csv = write(tmp_path, "a.csv", 'text,y\n"Ein Satz, mit Komma",2.5\nZwei,3\n')
     tsv = write(tmp_path, "a.tsv", "text\ty\nit 's \"quoted\t1\n")
     jsonl = write(tmp_path, "a.jsonl", '{"text": "eins", "y": 4}\n\n{"text": "zwei", "y": 5.5}\n')
-    assert read_examples(csv, regression()).examples.texts == ["Ein Satz, mit Komma", "Zwei"]
-    assert read_examples(tsv, regression()).examples.texts == ["it 's \"quoted"]
-    ex = read_examples(jsonl, regression()).examples
+    assert read(csv, regression()).examples.texts == ["Ein Satz, mit Komma", "Zwei"]
+    assert read(tsv, regression()).examples.texts == ["it 's \"quoted"]
+    ex = read(jsonl, regression()).examples
     assert ex.labels == [4.0, 5.5] and ex.lines == [1, 3]
 
 
 def test_cp1252_file_needs_its_encoding(tmp_path):
     path = write(tmp_path, "r.csv", "text,y\nDas „Wort“ – hier,2\n", encoding="cp1252")
     with pytest.raises(DataError, match=r"r\.csv:2: cannot decode .* utf-8.*encoding"):
-        read_examples(path, regression())
-    ex = read_examples(path, regression(encoding="cp1252")).examples
+        read(path, regression())
+    ex = read(path, regression(encoding="cp1252")).examples
     assert ex.texts == ["Das „Wort“ – hier"]
 
 
@@ -66,28 +71,30 @@ def test_cp1252_file_needs_its_encoding(tmp_path):
 def test_bad_rows_name_file_line_and_column(tmp_path, body, task, message):
     path = write(tmp_path, "b.csv", body)
     with pytest.raises(DataError, match=message):
-        read_examples(path, task())
+        read(path, task())
 
 
 def test_bad_json_line_names_line_and_column(tmp_path):
     path = write(tmp_path, "b.jsonl", '{"text": "a", "y": 1}\n{"text": "b", "y": \n')
     with pytest.raises(DataError, match=r"b\.jsonl:2:\d+: invalid JSON"):
-        read_examples(path, regression())
+        read(path, regression())
 
 
 def test_skip_counts_bad_rows(tmp_path):
     path = write(tmp_path, "s.csv", "text,y\ngut,1\n,2\nauch,x\nnoch,inf\nende,3\n")
-    result = read_examples(path, regression(), on_bad_row="skip")
+    result = read(path, regression(), on_bad_row="skip")
     assert result.examples.texts == ["gut", "ende"]
     assert result.skipped == 3
     assert "s.csv:3" in result.first_skipped
 
 
-def test_open_label_set_grows_from_good_rows_only(tmp_path):
+def test_open_label_set_is_fitted_from_good_training_rows_only(tmp_path):
     path = write(tmp_path, "l.csv", "text,label\na,pos\n,neu\nb,neg\nc,pos\n")
-    task = classification(labels=None)
-    result = read_examples(path, task, on_bad_row="skip")
-    assert task.labels == ["pos", "neg"] and result.examples.labels == [0, 1, 0]
+    spec = classification(labels=None)
+    result = read(path, spec, on_bad_row="skip")
+    task = ClassificationTask.fit("sent", spec, result.examples.labels)
+    assert task.labels == ("pos", "neg")
+    assert [task.encode(label) for label in result.examples.labels] == [0, 1, 0]
 
 
 def test_group_split_keeps_groups_together():
@@ -154,19 +161,19 @@ def test_token_cache_is_reused_and_keyed_by_content(tmp_path, tokenizer, monkeyp
 def test_row_with_extra_fields_is_a_bad_row(tmp_path):
     path = write(tmp_path, "x.csv", "y,text\n1,Hallo, Welt\n2,gut\n")
     with pytest.raises(DataError, match=r"x\.csv:2: 3 fields but the header has 2"):
-        read_examples(path, regression())
-    assert read_examples(path, regression(), on_bad_row="skip").examples.texts == ["gut"]
+        read(path, regression())
+    assert read(path, regression(), on_bad_row="skip").examples.texts == ["gut"]
 
 
 def test_jsonl_keeps_unicode_line_separators_and_rejects_non_text(tmp_path):
     path = write(tmp_path, "u.jsonl", '{"text": "a\u2028b", "y": 1}\n{"text": "c", "y": 2}\n')
-    ex = read_examples(path, regression()).examples
+    ex = read(path, regression()).examples
     assert ex.texts == ["a\u2028b", "c"] and ex.lines == [1, 2]
     path = write(tmp_path, "l.jsonl", '{"text": ["a", "b"], "y": 1}\n')
     with pytest.raises(
         DataError, match=r"l\.jsonl:1: column 'text': expected a string or a number"
     ):
-        read_examples(path, regression())
+        read(path, regression())
 
 
 def test_cache_key_separates_texts_unambiguously(tmp_path, tokenizer):
@@ -196,17 +203,19 @@ def test_atomic_write_keeps_the_usual_file_mode(tmp_path):
     ],
 )
 def test_split_settings_that_cannot_work_name_the_task(tmp_path, tokenizer, split, rows, message):
-    from mtl.data.module import DataConfig, MultiTaskDataModule
-    from mtl.errors import ConfigError
-
     body = "text,y\n" + "".join(f"satz {i},{i % 5}\n" for i in range(rows))
     path = write(tmp_path, "d.csv", body)
-    spec = TaskSpec(type="regression", file=str(path), label_column="y", split=SplitSpec(**split))
-    module = MultiTaskDataModule(
-        {"cx": build_task("cx", spec)},
-        tokenizer,
-        DataConfig(),
-        {"_target_": "mtl.sampling.UniformSampler"},
-    )
+    spec = regression(file=str(path), split=SplitSpec(**split))
     with pytest.raises((ConfigError, DataError), match=message):
-        module.setup()
+        load_task("cx", spec, tokenizer, DataConfig(), seed=0)
+
+
+def test_validation_label_unseen_in_training_is_a_bad_row(tmp_path, tokenizer):
+    train = write(tmp_path, "train.csv", "text,label\na,pos\nb,neg\n")
+    val = write(tmp_path, "val.csv", "text,label\nc,pos\nd,neu\ne,neg\n")
+    spec = classification(labels=None, files={"train": str(train), "val": str(val)})
+    with pytest.raises(DataError, match=r"val\.csv:3: column 'label': label 'neu' is not in"):
+        load_task("sent", spec, tokenizer, DataConfig(), seed=0)
+    data = load_task("sent", spec, tokenizer, DataConfig(on_bad_row=OnBadRow.skip), seed=0)
+    assert data.skipped == 1 and data.splits["val"].targets.tolist() == [0, 1]
+    assert data.task.labels == ("pos", "neg")

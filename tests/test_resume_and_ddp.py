@@ -1,16 +1,13 @@
 """Exact resume and 2-process DDP, through `python -m mtl.train`."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from batch_trace import read_trace
-from test_train import mtl_train
 
-TESTS = Path(__file__).resolve().parent
 ADAPTIVE = [  # stateful sampler and balancer, so their state must travel in the checkpoint
     "encoder=tiny",
     "sampler=dynamic",
@@ -21,12 +18,6 @@ ADAPTIVE = [  # stateful sampler and balancer, so their state must travel in the
     "trainer.max_steps=12",
     "trainer.val_check_interval=6",
 ]
-
-
-@pytest.fixture(autouse=True)
-def tests_on_pythonpath(monkeypatch):
-    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
-    monkeypatch.setenv("PYTHONPATH", path)
 
 
 def trace(tmp_path: Path) -> list[str]:
@@ -47,7 +38,7 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
     return ckpt["state_dict"]
 
 
-def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
+def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path, mtl_train):
     full = mtl_train(*ADAPTIVE, *snapshots(4), *trace(tmp_path / "full_trace"),
                      f"hydra.run.dir={tmp_path}/full", cwd=tmp_path)  # fmt: skip
     assert full.returncode == 0, full.stderr[-3000:]
@@ -69,7 +60,7 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="DDP on CPU is exercised on Linux (gloo)")
-def test_two_process_ddp_same_task_disjoint_shards(tmp_path):
+def test_two_process_ddp_same_task_disjoint_shards(tmp_path, mtl_train):
     result = mtl_train(
         "trainer=ddp",
         "trainer.accelerator=cpu",

@@ -1,4 +1,4 @@
-"""Task samplers: empirical frequencies match the formulas; the task sequence is reproducible."""
+"""Task samplers: empirical frequencies match the formulas; adaptive state stays bounded."""
 
 import math
 from collections import Counter
@@ -8,12 +8,11 @@ import pytest
 from mtl.errors import ConfigError
 from mtl.sampling import (
     AnnealedSampler,
+    CurriculumSampler,
+    DynamicSampler,
     FixedSampler,
-    LossProgressSampler,
-    MultiTaskBatchSampler,
     ProportionalSampler,
     RoundRobinSampler,
-    SequentialSampler,
     TemperatureSampler,
     UniformSampler,
 )
@@ -72,36 +71,6 @@ def test_invalid_sampler_arguments():
         UniformSampler([10, 0])
 
 
-def _run(batch_sampler, epochs):
-    return [batch for _ in range(epochs) for batch in batch_sampler]
-
-
-def test_batch_sampler_yields_one_task_per_batch_and_covers_rows():
-    lengths = [[5, 3, 8, 2, 9, 4, 7], [1, 2, 3]]
-    sampler = MultiTaskBatchSampler(lengths, UniformSampler([7, 3]), 2, 50, seed=1)
-    batches = _run(sampler, 2)
-    assert len(batches) == 100
-    task0_rows = Counter()
-    for batch in batches:
-        assert len(batch.parts) == 1  # every batch is one task's
-        task, rows = batch.parts[0]
-        assert set(rows) <= set(range([7, 3][task]))
-        if task == 0:
-            task0_rows.update(rows)
-    # task 0's stream runs whole passes: every row appears, none far more than others
-    assert set(task0_rows) == set(range(7))
-    assert max(task0_rows.values()) - min(task0_rows.values()) <= 1 + max(task0_rows.values()) // 4
-
-
-def test_task_sequence_is_reproducible_and_seeded():
-    def sequence(seed):
-        sampler = MultiTaskBatchSampler([[3] * 40, [3] * 40], UniformSampler([40, 40]), 4, 30, seed)
-        return [b.parts[0][0] for b in _run(sampler, 2)]
-
-    assert sequence(0) == sequence(0)
-    assert sequence(0) != sequence(1)
-
-
 def test_annealed_moves_from_proportional_to_near_uniform_by_epoch():
     # E = 5 epochs of 4000 steps: α = 1, 0.8, 0.6, 0.4, 0.2
     sampler = AnnealedSampler(sizes=SIZES, total_steps=20_000, steps_per_epoch=4000)
@@ -119,8 +88,8 @@ def test_round_robin_takes_every_task_in_turn():
     assert sampler.choose(5, 0, k=2) == [2, 0]
 
 
-def test_sequential_runs_phases_with_mix():
-    sampler = SequentialSampler(
+def test_curriculum_runs_phases_with_mix():
+    sampler = CurriculumSampler(
         sizes=SIZES, names=list("abc"), order=["c", "a"], fractions=[1, 3], mix=0.3,
         total_steps=8000,
     )  # fmt: skip
@@ -129,15 +98,19 @@ def test_sequential_runs_phases_with_mix():
     counts = Counter(sampler.choose(s, 0)[0] for s in range(2000))
     _assert_matches([counts[i] / 2000 for i in range(3)], [0.1, 0.1, 0.8], draws=2000)
     with pytest.raises(ConfigError, match="unknown task 'd'"):
-        SequentialSampler(sizes=SIZES, names=list("abc"), order=["d"])
+        CurriculumSampler(sizes=SIZES, names=list("abc"), order=["d"])
 
 
-def test_loss_progress_sampler_favours_the_task_that_improves_least():
-    sampler = LossProgressSampler(sizes=[100, 100], tau=0.2, update_every=10, floor=0.1, lag=2)
+def dynamic(**kw) -> DynamicSampler:
+    return DynamicSampler(sizes=[100, 100], names=["a", "b"], tau=0.2, update_every=10,
+                          floor=0.1, lag=2, **kw)  # fmt: skip
+
+
+def test_dynamic_sampler_favours_the_task_that_improves_least():
+    sampler = dynamic()
     assert sampler.probabilities(0) == pytest.approx([0.5, 0.5])
-    for step in range(40):  # task 0 stays at 1.0, task 1 falls to a quarter
-        sampler.observe(step, 0, 1.0)
-        sampler.observe(step, 1, 1.0 / (1 + step / 10))
+    for step in range(40):  # task a stays at 1.0, task b falls to a quarter
+        sampler.observe(step, {"a": 1.0, "b": 1.0 / (1 + step / 10)})
     ratios = sampler.ratios(38)
     assert ratios[0] == pytest.approx(1.0) and ratios[1] < 0.5
     p = sampler.probabilities(40)
@@ -146,40 +119,16 @@ def test_loss_progress_sampler_favours_the_task_that_improves_least():
     assert p == pytest.approx(expected)
     counts = Counter(sampler.choose(s, 0)[0] for s in range(40, 50))
     assert p[0] > 0.75 and counts[0] >= counts[1]
-    # the state is the observation history: a restored copy chooses identically
-    restored = LossProgressSampler(sizes=[100, 100], tau=0.2, update_every=10, floor=0.1, lag=2)
+    # a restored copy chooses identically
+    restored = dynamic()
     restored.load_state_dict(sampler.state_dict())
     assert [restored.choose(s, 0) for s in range(40, 60)] == [
         sampler.choose(s, 0) for s in range(40, 60)
     ]
 
 
-def test_joint_steps_draw_distinct_tasks():
-    sampler = MultiTaskBatchSampler(
-        [[3] * 40] * 3, UniformSampler(sizes=[40] * 3), 4, 20, 0, tasks_per_step=2
-    )
-    for batch in sampler:
-        tasks = [task for task, _ in batch.parts]
-        assert len(tasks) == 2 and len(set(tasks)) == 2
-        assert all(len(rows) == 4 for _, rows in batch.parts)
-
-
-def test_batch_sampler_resumes_exactly_from_a_batch_state():
-    def make():
-        return MultiTaskBatchSampler([[3] * 50, [5] * 30], UniformSampler(sizes=[50, 30]), 4, 25, 7)
-
-    full = [b.parts for b in _run(make(), 3)]
-    first = make()
-    batches = iter(first)
-    taken = [next(batches) for _ in range(10)]
-    resumed = make()
-    resumed.load_state_dict(taken[-1].state)  # the state after the 10th batch
-    rest = [b.parts for b in _run(resumed, 3)][:65]
-    assert rest == full[10:]
-
-
 def test_joint_step_fills_up_when_fewer_tasks_have_probability():
-    sampler = SequentialSampler(
+    sampler = CurriculumSampler(
         sizes=SIZES, names=list("abc"), order=["a", "b", "c"], total_steps=30
     )
     for step in range(30):
@@ -187,3 +136,35 @@ def test_joint_step_fills_up_when_fewer_tasks_have_probability():
         assert len(set(tasks)) == 2 and tasks[0] == step // 10  # the phase's task comes first
     with pytest.raises(ConfigError, match="at least one task needs a weight"):
         FixedSampler(sizes=SIZES, names=list("abc"), weights={"a": 0, "b": 0, "c": 0})
+
+
+def test_dynamic_sampler_state_does_not_grow_with_steps():
+    """The checkpointed state is O(K + update_every + lag), however long the run: the state
+    after 2,000 steps holds no more numbers than after 200, and its ratios equal a
+    recomputation over the whole history."""
+    sizes = {}
+    for steps in (200, 2000):
+        sampler, history = dynamic(), []
+        for step in range(steps):
+            losses = {"a": 1.0 + (step % 7) / 10, "b": 2.0 / (1 + step / 50)}
+            sampler.observe(step, losses)
+            history += [(step, 0 if n == "a" else 1, x) for n, x in losses.items()]
+        sizes[steps] = numbers(sampler.state_dict())
+        cutoff = sampler.cutoff(steps)
+        first, average = [None, None], [None, None]
+        for step, task, loss in history:  # the EMA over the whole history, the slow way
+            if step < cutoff:
+                first[task] = loss if first[task] is None else first[task]
+                prev = average[task]
+                average[task] = loss if prev is None else 0.9 * prev + (1 - 0.9) * loss
+        assert sampler.ratios(cutoff) == [average[0] / first[0], average[1] / first[1]]
+    assert sizes[2000] <= sizes[200] <= 2 + 2 * 2 + 3 * 2 * (10 + 2)  # K=2, U=10, lag=2
+
+
+def numbers(state) -> int:
+    """How many numbers a (nested) state holds."""
+    if isinstance(state, dict):
+        return sum(numbers(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(numbers(v) for v in state)
+    return 1

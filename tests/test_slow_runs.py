@@ -2,16 +2,13 @@
 
 import json
 import re
-from pathlib import Path
 
 import pytest
-from test_train import mtl_train, scalars
 
 pytestmark = pytest.mark.slow
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def test_default_run_improves_both_demo_tasks(tmp_path):
+def test_default_run_improves_both_demo_tasks(tmp_path, mtl_train, scalars):
     """`python -m mtl.train` with no arguments: MiniLM learns both demo tasks."""
     result = mtl_train(f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -25,9 +22,10 @@ def test_default_run_improves_both_demo_tasks(tmp_path):
         assert {f"train/{task}/loss", f"sampler/p/{task}"} <= set(tags)
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data sets not found at {SHARED_DATA}")
-def test_complexity_sentiment_experiment_runs_on_real_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("MTL_DATA_ROOT", str(SHARED_DATA))
+def test_complexity_sentiment_experiment_runs_on_real_files(
+    tmp_path, monkeypatch, mtl_train, shared_data
+):
+    monkeypatch.setenv("MTL_DATA_ROOT", str(shared_data))
     result = mtl_train(
         "experiment=complexity_sentiment",
         "trainer.max_steps=60",

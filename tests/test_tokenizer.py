@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,6 @@ from mtl.tokenizer import encode, is_lowercase, load_tokenizer
 transformers = pytest.importorskip("transformers")
 transformers.utils.logging.set_verbosity_error()
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PER_SOURCE = 120  # sentences taken from each of the three data sets
 SEP_ID, CLS_ID, PAD_ID = 102, 101, 0
 
@@ -31,22 +29,13 @@ def _every_nth(items: list[str], n: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shared_data_dir() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA} (the repo is cloned beside shared/)")
-    return SHARED_DATA
-
-
-@pytest.fixture(scope="module")
-def sentences(shared_data_dir) -> dict[str, list[str]]:
+def sentences(shared_data) -> dict[str, list[str]]:
     """German complexity sentences, German tweets and English SST-2 dev sentences."""
-    ratings = shared_data_dir / "TextComplexityDE19" / "ratings.csv"
+    ratings = shared_data / "TextComplexityDE19" / "ratings.csv"
     with open(ratings, encoding="cp1252", newline="") as f:  # cp1252 with CRLF, not UTF-8
         german = [row["Sentence"] for row in csv.DictReader(f)]
-    tweets = (shared_data_dir / "umsab_german_sentiment" / "test_text.txt").read_text(
-        encoding="utf-8"
-    )
-    with open(shared_data_dir / "sst2" / "dev.tsv", encoding="utf-8", newline="") as f:
+    tweets = (shared_data / "umsab_german_sentiment" / "test_text.txt").read_text(encoding="utf-8")
+    with open(shared_data / "sst2" / "dev.tsv", encoding="utf-8", newline="") as f:
         sst = [row["sentence"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
     out = {
         "german": _every_nth(german, PER_SOURCE),

@@ -1,6 +1,7 @@
 """End to end through the real interface: `python -m mtl.train` with Hydra overrides."""
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -12,29 +13,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mtl.diagnostics import heatmap
 
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("demo_complexity", "demo_sentiment")
 FAST = ["encoder=tiny", "trainer.max_steps=20", "trainer.val_check_interval=10"]
 
 
-def mtl_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mtl.train", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def scalars(run_dir: Path) -> dict[str, list]:
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, mtl_train):
     tmp = tmp_path_factory.mktemp("train")
     diagnostics = "callbacks.gradient_diagnostics.every_n_steps=10"
     result = mtl_train(*FAST, diagnostics, f"hydra.run.dir={tmp}/run", cwd=tmp)
@@ -60,7 +44,7 @@ def test_run_writes_metrics_file_and_prints_table(tiny_run):
     assert (run / ".hydra" / "config.yaml").is_file()
 
 
-def test_tensorboard_has_per_task_metrics_sampler_and_learning_rates(tiny_run):
+def test_tensorboard_has_per_task_metrics_sampler_and_learning_rates(tiny_run, scalars):
     run, _ = tiny_run
     tags = scalars(run)
     for task in TASKS:
@@ -73,7 +57,7 @@ def test_tensorboard_has_per_task_metrics_sampler_and_learning_rates(tiny_run):
     assert lr[0] == pytest.approx(1e-4 / 2) and lr[-1] < 1e-4  # warmup over 2 steps, then decay
 
 
-def test_gradient_diagnostics_log_norms_cosines_and_heatmap(tiny_run):
+def test_gradient_diagnostics_log_norms_cosines_and_heatmap(tiny_run, scalars):
     run, _ = tiny_run
     tags = scalars(run)
     pair = "grad/cos/demo_complexity~demo_sentiment"
@@ -100,7 +84,7 @@ def test_best_checkpoint_loads_as_data(tiny_run):
     assert not list((run / "checkpoints").glob("*.tmp"))
 
 
-def test_existing_run_directory_is_not_overwritten(tiny_run):
+def test_existing_run_directory_is_not_overwritten(tiny_run, mtl_train):
     run, _ = tiny_run
     files = [
         run / "metrics.json",
@@ -116,18 +100,7 @@ def test_existing_run_directory_is_not_overwritten(tiny_run):
     assert sweep.returncode != 0 and "hydra.sweep.dir" in sweep.stderr
 
 
-def sweep(tmp_path: Path, *overrides: str) -> list[Path]:
-    """A tiny multirun (2 steps unless overridden); returns its job directories in order."""
-    result = mtl_train(
-        "-m", "encoder=tiny", "trainer.max_steps=2", "trainer.val_check_interval=2",
-        "trainer.log_every_n_steps=1", *overrides, f"hydra.sweep.dir={tmp_path}/sweep",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-
-
-def test_multirun_over_samplers_gives_one_run_directory_each(tmp_path):
+def test_multirun_over_samplers_gives_one_run_directory_each(tmp_path, sweep, scalars):
     jobs = sweep(tmp_path, "sampler=uniform,proportional,temperature")
     assert len(jobs) == 3
     samplers = ["uniform", "proportional", "temperature"]
@@ -151,7 +124,7 @@ def bad_task(tmp_path):
     return [f"hydra.searchpath=[file://{tmp_path}/conf]", "task=[bad]", *FAST]
 
 
-def test_bad_row_stops_with_file_line_and_column(tmp_path, bad_task):
+def test_bad_row_stops_with_file_line_and_column(tmp_path, bad_task, mtl_train):
     result = mtl_train(*bad_task, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode == 1
     assert f"{tmp_path}/bad.csv:3: column 'text': text is empty" in result.stderr
@@ -166,18 +139,22 @@ def test_bad_row_stops_with_file_line_and_column(tmp_path, bad_task):
         ("+sampler.temprature=3", "sampler: .*unexpected keyword argument 'temprature'"),
         ("balancer=pcgrad data.tasks_per_step=1", "needs several tasks per step"),
         ("sampler=dynamic data.num_workers=4", "sampler.lag: 8 is below the 9 batches"),
-        ("encoder.pooling=max", "encoder: pooling must be 'cls' or 'mean', got 'max'"),
+        ("encoder.pooling=max", r"Invalid value 'max', expected one of \[cls, mean\]"),
+        ("data.on_bad_row=skp", r"Invalid value 'skp', expected one of \[error, skip\]"),
+        ("scheduler.decay=cosine", r"Invalid value 'cosine', expected one of \[linear, constant\]"),
         ("encoder.freeze_layers=5", "encoder: cannot freeze 5 layers of a 2-layer encoder"),
     ],
 )
-def test_bad_settings_stop_with_the_key_named(tmp_path, override, message):
+def test_bad_settings_stop_with_the_key_named(tmp_path, mtl_train, override, message):
     result = mtl_train(*FAST, *override.split(), f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode == 1
     assert re.search(message, result.stderr), result.stderr[-2000:]
+    if message.startswith("Invalid value"):  # refused when the config is composed
+        assert f"full_key: {override.split('=')[0]}" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_skip_reports_the_count_and_trains(tmp_path, bad_task):
+def test_skip_reports_the_count_and_trains(tmp_path, bad_task, mtl_train):
     result = mtl_train(
         *bad_task, "data.on_bad_row=skip", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path
     )
@@ -189,23 +166,49 @@ def test_skip_reports_the_count_and_trains(tmp_path, bad_task):
     assert "training rows" in log and "task bad: 3 training rows" in log
 
 
-def test_multirun_over_balancers_logs_their_weights(tmp_path):
-    jobs = sweep(tmp_path, "balancer=static,uncertainty,dwa,rlw,pcgrad", "data.tasks_per_step=2")
+def test_multirun_over_balancers_logs_their_weights(tmp_path, sweep, scalars):
+    jobs = sweep(
+        tmp_path, "balancer=static,uncertainty,dwa,rlw,pcgrad", "data.tasks_per_step=2",
+        "task.demo_sentiment.loss_weight=0.5",
+    )  # fmt: skip
     assert len(jobs) == 5
     weights = {}
     for job in jobs:
         tags = scalars(job)
+        assert all(len(tags[f"train/{t}/loss"]) == 2 for t in TASKS)  # both tasks every step
         weights[job.name.split("=")[1].split(",")[0]] = [
             tags[f"balancer/w/{t}"][-1].value for t in TASKS
         ]
-    assert weights["static"] == [1.0, 1.0] == weights["pcgrad"]
-    assert weights["uncertainty"] != [0.5, 0.5]  # 1/(2σ²) starts at 0.5; σ learned since
-    assert weights["rlw"] != [1.0, 1.0] and sum(weights["rlw"]) == pytest.approx(2.0)
+    assert weights["static"] == [1.0, 0.5] == weights["pcgrad"]  # the tasks' loss_weight
+    assert weights["dwa"] == [1.0, 0.5]  # DWA's first two periods (50 steps each) weigh 1
+    assert weights["uncertainty"][0] != 0.5  # 1/(2σ²) starts at 0.5; σ learned since
+    assert weights["rlw"] != [1.0, 0.5]
+    assert weights["rlw"][0] + 2 * weights["rlw"][1] == pytest.approx(2.0)  # K·softmax(z)
+
+
+def test_dwa_weights_follow_the_logged_task_losses(tmp_path, mtl_train, scalars):
+    """DWA with 1-step periods: after step 1, w_i = 2·softmax(r_i / T), r_i = L_i(1) / L_i(0),
+    computed here from the losses the run logged."""
+    result = mtl_train(
+        "encoder=tiny", "balancer=dwa", "balancer.period=1", "balancer.temperature=0.5",
+        "data.tasks_per_step=2", "trainer.max_steps=3", "trainer.log_every_n_steps=1",
+        f"hydra.run.dir={tmp_path}/run", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    tags = scalars(tmp_path / "run")
+    for step in (1, 2):
+        r = [tags[f"train/{t}/loss"][step].value / tags[f"train/{t}/loss"][step - 1].value
+             for t in TASKS]  # fmt: skip
+        e = [math.exp(x / 0.5) for x in r]
+        expected = [2 * x / sum(e) for x in e]
+        logged = [tags[f"balancer/w/{t}"][step].value for t in TASKS]
+        assert logged == pytest.approx(expected, rel=1e-5)
+    assert [tags[f"balancer/w/{t}"][0].value for t in TASKS] == [1.0, 1.0]
 
 
 def test_console_script_lists_config_groups(tmp_path):
     script = Path(sys.executable).parent / "mtl-train"
     result = subprocess.run([script, "--help"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "sampler: annealed, dynamic, fixed" in result.stdout
+    assert "sampler: annealed, curriculum, dynamic, fixed" in result.stdout
     assert "task: complexity_de, demo_complexity, demo_sentiment, sst2" in result.stdout

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtl.errors import DataError
-from mtl.tasks import Task
+from mtl.tasks import Label, TaskSpec, task_type
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
 
@@ -23,11 +23,12 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
 class Examples:
     """The validated rows of one file (or one split of it), column by column."""
 
+    path: Path
     texts: list[str] = field(default_factory=list)
     pairs: list[str] | None = None
-    labels: list[float | int] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
     groups: list[str] | None = None
-    lines: list[int] = field(default_factory=list)  # source line of each example
+    lines: list[int] = field(default_factory=list)  # source line of each example, for errors
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -35,7 +36,7 @@ class Examples:
     def subset(self, index: list[int]) -> Examples:
         pick = lambda xs: [xs[i] for i in index] if xs is not None else None  # noqa: E731
         return Examples(
-            pick(self.texts), pick(self.pairs), pick(self.labels), pick(self.groups),
+            self.path, pick(self.texts), pick(self.pairs), pick(self.labels), pick(self.groups),
             pick(self.lines),
         )  # fmt: skip
 
@@ -45,6 +46,14 @@ class ReadResult:
     examples: Examples
     skipped: int = 0
     first_skipped: str | None = None  # the first skipped row's reason, for the report
+
+    def skip(self, reason: str, on_bad_row: str) -> bool:
+        """Count a bad row if the setting allows skipping; False means: stop with `reason`."""
+        if on_bad_row != "skip":
+            return False
+        self.skipped += 1
+        self.first_skipped = self.first_skipped or reason
+        return True
 
 
 def detect_format(path: Path, configured: str | None) -> str:
@@ -134,18 +143,17 @@ def _json_values(record: dict) -> tuple[dict[str, str | None], str | None]:
 
 def read_examples(
     path: Path,
-    task: Task,
-    fmt: str | None = None,
+    task: str,
+    spec: TaskSpec,
     group_column: str | None = None,
     on_bad_row: str = "error",
 ) -> ReadResult:
-    """Read and validate one file for `task`; see the module docstring for bad rows."""
-    spec = task.spec
-    fmt = detect_format(path, fmt or spec.format)
+    """Read and validate one file for the task named `task`; see the module docstring."""
+    fmt = detect_format(path, spec.format)
     text = read_text(path, spec.encoding)
     columns = [spec.text_column, spec.label_column]
     columns += [c for c in (spec.text_pair_column, group_column) if c]
-    result = ReadResult(Examples(pairs=[] if spec.text_pair_column else None,
+    result = ReadResult(Examples(path, pairs=[] if spec.text_pair_column else None,
                                  groups=[] if group_column else None))  # fmt: skip
     records = iter_records(path, fmt, text)
     if fmt != "jsonl":
@@ -155,12 +163,10 @@ def read_examples(
         try:
             if problem:
                 raise ValueError(problem)
-            values, label = _validated(task, record, columns)
+            values, label = _validated(spec, record, columns)
         except ValueError as e:
-            if on_bad_row != "skip":
+            if not result.skip(f"{path}:{line}: {e}", on_bad_row):
                 raise DataError(f"{path}:{line}: {e}") from None
-            result.skipped += 1
-            result.first_skipped = result.first_skipped or f"{path}:{line}: {e}"
             continue
         ex = result.examples
         ex.texts.append(values[spec.text_column])
@@ -173,23 +179,19 @@ def read_examples(
     return result
 
 
-def _check_header(path: Path, task: Task, header: list[str], columns: list[str]) -> None:
+def _check_header(path: Path, task: str, header: list[str], columns: list[str]) -> None:
     for column in columns:
         if column not in header:
             raise DataError(
                 f"{path}:1: no column {column!r} in the header (columns: {', '.join(header)}); "
-                f"check task.{task.name}'s column settings"
+                f"check task.{task}'s column settings"
             )
 
 
 def _validated(
-    task: Task, record: dict[str, str | None], columns: list[str]
-) -> tuple[dict[str, str], float | int]:
-    """The needed columns of one record and its parsed label, or ValueError("column 'c': ...").
-
-    The label is parsed last, so an open classification label set only grows from good rows.
-    """
-    spec = task.spec
+    spec: TaskSpec, record: dict[str, str | None], columns: list[str]
+) -> tuple[dict[str, str], Label]:
+    """The needed columns of one record and its parsed label, or ValueError("column 'c': ...")."""
     values = {}
     for column in columns:
         value = record.get(column)
@@ -200,6 +202,6 @@ def _validated(
             raise ValueError(f"column {column!r}: text is empty")
         values[column] = value
     try:
-        return values, task.parse_label(values[spec.label_column])
+        return values, task_type(spec).parse_label(spec, values[spec.label_column])
     except ValueError as e:
         raise ValueError(f"column {spec.label_column!r}: {e}") from None

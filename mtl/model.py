@@ -2,13 +2,16 @@
 
 A training batch holds one task's batch (the default) or k tasks' batches (a joint step); the
 balancer turns their losses (or, for PCGrad, their gradients) into one update. Optimization
-is manual so that gradient-level balancing, clipping with a fused optimizer, and the task
-sampler's feedback all happen in one readable place.
+is manual so that gradient-level balancing and clipping with a fused optimizer happen in one
+readable place. The model knows its encoder, heads, losses, balancer and optimizer; which task
+comes next is the training loop's business (mtl/feedback.py), fed by what `training_step`
+returns.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import pytorch_lightning as pl
 import torch
@@ -35,33 +38,44 @@ class OptimizerConfig:
     max_grad_norm: float | None = 1.0  # clip the global gradient norm; None: no clipping
 
 
+class Decay(str, Enum):
+    linear = "linear"  # to zero at the last step
+    constant = "constant"  # stay at the peak rate
+
+
 @dataclass
 class SchedulerConfig:
     """Linear warmup to the peak rate over `warmup` of the steps, then `decay` to zero or flat."""
 
     warmup: float = 0.1  # fraction of max_steps
-    decay: str = "linear"  # linear | constant
+    decay: Decay = Decay.linear
 
 
 def lr_lambda(total_steps: int, cfg: SchedulerConfig):
     """Multiplier at step s: (s + 1) / w during warmup (w = warmup·total), then linear to 0."""
     if not 0 <= cfg.warmup <= 1:
         raise ConfigError(f"scheduler.warmup: a fraction of the steps in [0, 1], got {cfg.warmup}")
-    if cfg.decay not in ("linear", "constant"):
-        raise ConfigError(f"scheduler.decay: {cfg.decay!r} is not 'linear' or 'constant'")
     warmup = max(1, int(cfg.warmup * total_steps))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        if cfg.decay == "constant":
+        if cfg.decay == Decay.constant:
             return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return factor
 
 
-class MultiTaskModule(pl.LightningModule):
+def is_log_step(step: int, every: int) -> bool:
+    """Training scalars are written at step 0 and then every `every` steps."""
+    return step == 0 or (step + 1) % max(1, every) == 0
+
+
+class MultiTaskModel(pl.LightningModule):
+    """The shared encoder and one head per fitted task; `training_step` returns the step's
+    loss and, under "losses", each trained task's loss (averaged over ranks)."""
+
     def __init__(
         self,
         encoder: Bert,
@@ -74,7 +88,6 @@ class MultiTaskModule(pl.LightningModule):
         self.automatic_optimization = False
         self.encoder = encoder
         self.tasks = tasks
-        self.names = list(tasks)
         self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
         self.balancer = balancer
         C = encoder.hidden_size
@@ -105,17 +118,10 @@ class MultiTaskModule(pl.LightningModule):
                 "trainer.precision: fp16 loss scaling is not supported (gradients are clipped "
                 "and combined by mtl itself); use bf16-mixed or 32-true"
             )
-        if self.balancer.gradient_level:
-            if self.trainer.world_size > 1:
-                raise ConfigError("balancer: gradient-level balancing (pcgrad) is single-process")
-            k = self.trainer.datamodule.cfg.tasks_per_step if self.trainer.datamodule else 1
-            if k < 2:
-                raise ConfigError(
-                    f"balancer {type(self.balancer).__name__} combines task gradients and needs "
-                    "several tasks per step: set data.tasks_per_step >= 2"
-                )
+        if self.balancer.gradient_level and self.trainer.world_size > 1:
+            raise ConfigError("balancer: gradient-level balancing (pcgrad) is single-process")
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
         optimizer = self.optimizers()
         step = self.global_step
         losses = self.task_losses(batch["parts"])
@@ -133,9 +139,9 @@ class MultiTaskModule(pl.LightningModule):
         self._clip_gradients()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        self._feedback(batch, losses, step)  # logs the learning rate this step used
+        values = self._record(losses, step)  # logs the learning rate this step used
         self.lr_schedulers().step()
-        return total.detach()
+        return {"loss": total.detach(), "losses": values}
 
     def _gradient_level_backward(self, losses: dict[str, Tensor], step: int) -> Tensor:
         """Per-task gradients on the shared encoder, combined by the balancer (e.g. PCGrad);
@@ -164,22 +170,17 @@ class MultiTaskModule(pl.LightningModule):
             norm = nn.utils.clip_grad_norm_(self.parameters(), self.optimizer_cfg.max_grad_norm)
             self._grad_norm = float(norm)
 
-    def _feedback(self, batch: dict, losses: dict[str, Tensor], step: int) -> None:
-        """Log, and tell the balancer and the task sampler the step's losses (averaged over
-        ranks, so every rank's sampler makes the same choices)."""
+    def _record(self, losses: dict[str, Tensor], step: int) -> dict[str, float]:
+        """The step's losses averaged over ranks (so every rank makes the same choices): told
+        to the balancer, logged, and returned."""
         values = {n: float(self._rank_mean(loss.detach())) for n, loss in losses.items()}
         self.balancer.end_step(values, step)
-        datamodule = self.trainer.datamodule
-        if datamodule is not None:
-            for name, value in values.items():
-                datamodule.task_sampler.observe(step, self.names.index(name), value)
-            datamodule.record_trained(batch["sampler_state"])
         self.log("train/loss", sum(values.values()) / len(values), prog_bar=True, logger=False)
         for name, value in values.items():
             self._window.setdefault(name, []).append(value)
-        every = self.trainer.log_every_n_steps or 1
-        if (step + 1) % every == 0 or step == 0:
+        if is_log_step(step, self.trainer.log_every_n_steps):
             self._log_training(step)
+        return values
 
     def _rank_mean(self, value: Tensor) -> Tensor:
         if self.trainer.world_size > 1:
@@ -188,18 +189,12 @@ class MultiTaskModule(pl.LightningModule):
 
     def _log_training(self, step: int) -> None:
         """Every trainer.log_every_n_steps steps: each task's mean loss over its steps since the
-        last write, the learning rates, the sampler's probabilities and the balancer's weights."""
+        last write, the learning rates and the balancer's weights."""
         metrics = {f"train/{n}/loss": sum(v) / len(v) for n, v in self._window.items()}
         self._window = {}
         for group in self.optimizers().param_groups:
             if not group["name"].endswith("_no_decay"):
                 metrics[f"lr/{group['name']}"] = group["lr"]
-        datamodule = self.trainer.datamodule
-        if datamodule is not None:
-            probabilities = datamodule.task_sampler.probabilities(step)
-            metrics.update(
-                {f"sampler/p/{n}": p for n, p in zip(self.names, probabilities, strict=True)}
-            )
         metrics.update({f"balancer/w/{n}": w for n, w in self.balancer.weights().items()})
         if self._grad_norm is not None:
             metrics["train/grad_norm"] = self._grad_norm

@@ -1,0 +1,167 @@
+"""Read each task's splits, fit the task on its training rows, tokenize once.
+
+`load_tasks` is the one phase that turns task specs into data: it returns, per task, the
+fitted (immutable) task and its tokenized splits. The model's heads are sized from those
+fitted tasks, so nothing can be built in the wrong order.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mtl.data.batching import collate
+from mtl.data.cache import TokenizedTexts, tokenize_cached
+from mtl.data.readers import Examples, ReadResult, read_examples
+from mtl.data.splits import split_indices
+from mtl.errors import ConfigError, DataError
+from mtl.tasks import Task, TaskSpec, task_type
+from mtl.tokenizer import pad_id
+
+log = logging.getLogger(__name__)
+
+
+class OnBadRow(str, Enum):
+    error = "error"  # stop at the first bad row, naming file, line and column
+    skip = "skip"  # leave bad rows out and count them per task
+
+
+@dataclass
+class DataConfig:
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    steps_per_epoch: int | None = None  # None: Σ_i ceil(n_i / batch_size), one pass in expectation
+    tasks_per_step: int = 1  # k > 1: a joint step trains on one batch of each of k tasks
+    on_bad_row: OnBadRow = OnBadRow.error
+    cache_dir: str | None = None  # token-id cache; None disables it
+    num_workers: int = 0
+
+
+class TaskDataset(Dataset):
+    """One split of one task: token ids and targets; `__getitems__` builds a padded batch."""
+
+    def __init__(self, task: str, tokens: TokenizedTexts, targets: Tensor, pad_id: int) -> None:
+        self.task, self.tokens, self.targets, self.pad_id = task, tokens, targets, pad_id
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def batch(self, rows: list[int]) -> dict[str, Tensor | str]:
+        """One task's padded batch: task, input_ids, token_type_ids, attention_mask, labels."""
+        part: dict[str, Tensor | str] = {"task": self.task}
+        part.update(collate(self.tokens, rows, self.pad_id))
+        part["labels"] = self.targets[rows]
+        part["rows"] = torch.tensor(rows)  # row numbers within the split
+        return part
+
+    def __getitems__(self, rows: list[int]) -> dict:
+        return {"parts": [self.batch(rows)]}
+
+    @property
+    def lengths(self) -> list[int]:
+        return self.tokens.lengths.tolist()
+
+
+@dataclass
+class TaskData:
+    """A fitted task and its splits (train, val, and test where the task declares one)."""
+
+    task: Task
+    splits: dict[str, TaskDataset]
+    skipped: int = 0  # bad rows left out with data.on_bad_row=skip
+
+
+def load_tasks(
+    specs: dict[str, TaskSpec], tokenizer: Tokenizer, cfg: DataConfig, seed: int
+) -> dict[str, TaskData]:
+    """Every task's data, in the order of `specs`."""
+    return {name: load_task(name, spec, tokenizer, cfg, seed) for name, spec in specs.items()}
+
+
+def load_task(
+    name: str, spec: TaskSpec, tokenizer: Tokenizer, cfg: DataConfig, seed: int
+) -> TaskData:
+    """Read and split, keep `train_fraction` of the training rows, fit, encode, tokenize."""
+    examples, skipped = _read_splits(name, spec, cfg.on_bad_row)
+    if "val" not in examples:
+        raise DataError(f"task.{name}: no validation split (add files.val or a split)")
+    if spec.train_fraction < 1:
+        train = examples["train"]
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        examples["train"] = train.subset(
+            sorted(keep[: max(1, round(spec.train_fraction * len(train)))].tolist())
+        )
+    task = task_type(spec).fit(name, spec, examples["train"].labels)
+    splits = {}
+    for split, ex in examples.items():
+        result = ReadResult(ex)
+        targets = _encode(task, ex, result, cfg.on_bad_row)
+        ex, skipped = result.examples, skipped + result.skipped
+        _report_skips(name, result)
+        needed = {"train": 1, "val": 2}.get(split, 1)
+        if len(ex) < needed:
+            raise DataError(
+                f"task.{name}: the {split} split has {len(ex)} rows (at least {needed} needed; "
+                "were rows skipped as bad?)"
+            )
+        tokens, hit = tokenize_cached(
+            tokenizer, ex.texts, ex.pairs, Path(cfg.cache_dir) if cfg.cache_dir else None
+        )
+        log.info("%s/%s: %d rows, tokens %s", name, split, len(ex),
+                 "from cache" if hit else "computed")  # fmt: skip
+        splits[split] = TaskDataset(name, tokens, targets, pad_id(tokenizer))
+    return TaskData(task, splits, skipped)
+
+
+def _read_splits(name: str, spec: TaskSpec, on_bad_row: str) -> tuple[dict[str, Examples], int]:
+    """Each split's checked rows (one file per split, or one file cut by the split rule)."""
+    if spec.files:
+        examples, skipped = {}, 0
+        for split in ("train", *(s for s in spec.files if s != "train")):
+            result = read_examples(Path(spec.files[split]), name, spec, on_bad_row=on_bad_row)
+            _report_skips(name, result)
+            examples[split], skipped = result.examples, skipped + result.skipped
+        return examples, skipped
+    split = spec.split
+    if not (split.val_fraction > 0 and split.test_fraction >= 0
+            and split.val_fraction + split.test_fraction < 1):  # fmt: skip
+        raise ConfigError(
+            f"task.{name}.split: val_fraction > 0, test_fraction >= 0 and their "
+            f"sum < 1 are needed, got {split.val_fraction} and {split.test_fraction}"
+        )
+    result = read_examples(
+        Path(spec.file), name, spec, group_column=split.group_column, on_bad_row=on_bad_row
+    )  # type: ignore[arg-type]
+    _report_skips(name, result)
+    rows = split_indices(len(result.examples), result.examples.groups, split)
+    return {s: result.examples.subset(idx) for s, idx in rows.items()}, result.skipped
+
+
+def _encode(task: Task, ex: Examples, result: ReadResult, on_bad_row: str) -> Tensor:
+    """The split's targets; a label the fitted task cannot use is a bad row (kept out of
+    `result.examples`, which is narrowed to the good rows)."""
+    targets, good = [], []
+    for i, label in enumerate(ex.labels):
+        try:
+            targets.append(task.encode(label))
+            good.append(i)
+        except ValueError as e:
+            reason = f"{ex.path}:{ex.lines[i]}: column {task.spec.label_column!r}: {e}"
+            if not result.skip(reason, on_bad_row):
+                raise DataError(reason) from None
+    if len(good) < len(ex):
+        result.examples = ex.subset(good)
+    return torch.tensor(targets, dtype=task.target_dtype)
+
+
+def _report_skips(name: str, result: ReadResult) -> None:
+    if result.skipped:
+        log.warning("task %s: skipped %d bad rows (first: %s)", name, result.skipped,
+                    result.first_skipped)  # fmt: skip
