@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors.torch import save_file
 from torch import Tensor
+
+from mtl.errors import MtlError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -18,8 +22,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     # O_EXCL: a new file of our own; mode 0o666 minus the umask, as for any new file
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = os.stat(tmp).st_mode
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # writers that recreate the file (safetensors) keep the usual mode
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
@@ -34,3 +40,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_save_safetensors(tensors: dict[str, Tensor], path: str | Path) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+
+
+@contextmanager
+def fresh_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to fill, then rename it to `path`: the directory
+    appears complete or not at all. An existing `path` must be an empty directory."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise MtlError(f"{path} already exists and is not empty; choose a new directory")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            path.rmdir()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

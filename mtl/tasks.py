@@ -117,6 +117,11 @@ def parse_task_specs(tasks: DictConfig | dict) -> dict[str, TaskSpec]:
     return specs
 
 
+def spec_dict(spec: TaskSpec) -> dict:
+    """A spec as plain JSON-able values (the inverse of `parse_task_specs` for one task)."""
+    return OmegaConf.to_container(OmegaConf.structured(spec), enum_to_str=True)  # type: ignore[return-value]
+
+
 Label = float | str  # a parsed label: a regression value, or a class name as in the file
 
 

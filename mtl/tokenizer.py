@@ -15,8 +15,8 @@ from mtl.io import atomic_write, atomic_write_text
 def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
     """tokenizer.json, or vocab.txt with lowercasing from tokenizer_config.json.
 
-    Any fixed padding a checkpoint ships is switched off (batches are padded dynamically) and
-    truncation is set to `max_length` tokens, special tokens included.
+    Any fixed padding a checkpoint ships is switched off and truncation is set to `max_length`
+    (see `for_batches`).
     """
     path = Path(path)
     if (path / "tokenizer.json").is_file():
@@ -32,6 +32,17 @@ def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
         )._tokenizer
     else:
         raise CheckpointError(f"{path}: no tokenizer.json or vocab.txt found")
+    return for_batches(tokenizer, max_length)
+
+
+def tokenizer_from_json(text: str, max_length: int) -> Tokenizer:
+    """A tokenizer from its serialization (as `Tokenizer.to_str()` wrote it)."""
+    return for_batches(Tokenizer.from_str(text), max_length)
+
+
+def for_batches(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
+    """No fixed padding (batches are padded dynamically); truncation to `max_length` tokens,
+    special tokens included."""
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
     return tokenizer

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from batch_trace import read_trace
+from probes import read_trace
 
 ADAPTIVE = [  # stateful sampler and balancer, so their state must travel in the checkpoint
     "encoder=tiny",
@@ -21,7 +21,7 @@ ADAPTIVE = [  # stateful sampler and balancer, so their state must travel in the
 
 
 def trace(tmp_path: Path) -> list[str]:
-    return ["+callbacks.trace._target_=batch_trace.BatchTrace", f"+callbacks.trace.path={tmp_path}"]
+    return ["+callbacks.trace._target_=probes.BatchTrace", f"+callbacks.trace.path={tmp_path}"]
 
 
 def snapshots(every: int) -> list[str]:

@@ -8,6 +8,7 @@ fitted tasks, so nothing can be built in the wrong order.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -75,7 +76,12 @@ class TaskData:
 
     task: Task
     splits: dict[str, TaskDataset]
+    files: dict[str, str]  # split -> the file its rows came from
     skipped: int = 0  # bad rows left out with data.on_bad_row=skip
+
+    def summary(self) -> dict[str, dict]:
+        """Per split: its file and row count (for metrics.json and model cards)."""
+        return {s: {"file": self.files[s], "rows": len(d)} for s, d in self.splits.items()}
 
 
 def load_tasks(
@@ -86,21 +92,35 @@ def load_tasks(
 
 
 def load_task(
-    name: str, spec: TaskSpec, tokenizer: Tokenizer, cfg: DataConfig, seed: int
+    name: str,
+    spec: TaskSpec,
+    tokenizer: Tokenizer,
+    cfg: DataConfig,
+    seed: int,
+    fitted: Task | None = None,
+    splits: Collection[str] | None = None,
 ) -> TaskData:
-    """Read and split, keep `train_fraction` of the training rows, fit, encode, tokenize."""
+    """Read and split, keep `train_fraction` of the training rows, fit, encode, tokenize.
+
+    With `fitted` (a task read back from a checkpoint) nothing is fitted: its classes and
+    scale apply, so a file is encoded exactly as in training. `splits` limits the result.
+    """
     examples, skipped = _read_splits(name, spec, cfg.on_bad_row)
-    if "val" not in examples:
+    if fitted is None and "val" not in examples:
         raise DataError(f"task.{name}: no validation split (add files.val or a split)")
-    if spec.train_fraction < 1:
+    if "train" in examples and spec.train_fraction < 1:
         train = examples["train"]
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         examples["train"] = train.subset(
             sorted(keep[: max(1, round(spec.train_fraction * len(train)))].tolist())
         )
-    task = task_type(spec).fit(name, spec, examples["train"].labels)
-    splits = {}
-    for split, ex in examples.items():
+    task = fitted or task_type(spec).fit(name, spec, examples["train"].labels)
+    for split in splits or ():
+        if split not in examples:
+            raise DataError(f"task.{name}: no {split} split (it has {', '.join(examples)})")
+    datasets = {}
+    for split in splits or examples:
+        ex = examples[split]
         result = ReadResult(ex)
         targets = _encode(task, ex, result, cfg.on_bad_row)
         ex, skipped = result.examples, skipped + result.skipped
@@ -116,15 +136,23 @@ def load_task(
         )
         log.info("%s/%s: %d rows, tokens %s", name, split, len(ex),
                  "from cache" if hit else "computed")  # fmt: skip
-        splits[split] = TaskDataset(name, tokens, targets, pad_id(tokenizer))
-    return TaskData(task, splits, skipped)
+        datasets[split] = TaskDataset(name, tokens, targets, pad_id(tokenizer))
+    files = {split: str(examples[split].path) for split in datasets}
+    return TaskData(task, datasets, files, skipped)
+
+
+def declared_splits(spec: TaskSpec) -> list[str]:
+    """The splits a task's spec gives it: its files, or train, val (and test) by the rule."""
+    if spec.files:
+        return list(spec.files)
+    return ["train", "val"] + (["test"] if spec.split.test_fraction > 0 else [])
 
 
 def _read_splits(name: str, spec: TaskSpec, on_bad_row: str) -> tuple[dict[str, Examples], int]:
     """Each split's checked rows (one file per split, or one file cut by the split rule)."""
     if spec.files:
         examples, skipped = {}, 0
-        for split in ("train", *(s for s in spec.files if s != "train")):
+        for split in sorted(spec.files, key=lambda s: s != "train"):  # train first
             result = read_examples(Path(spec.files[split]), name, spec, on_bad_row=on_bad_row)
             _report_skips(name, result)
             examples[split], skipped = result.examples, skipped + result.skipped

@@ -76,24 +76,28 @@ def read_text(path: Path, encoding: str) -> str:
     """The whole file decoded; a decoding error names the line and suggests the encoding key."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    raw = path.read_bytes()
+    return decode(path.read_bytes(), str(path), encoding)
+
+
+def decode(raw: bytes, source: str, encoding: str) -> str:
+    """Bytes read from `source` (a file, or stdin) as text, without a byte-order mark."""
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(
-            f"{path}:{line}: cannot decode byte {raw[e.start]:#04x} as {encoding}; set the "
+            f"{source}:{line}: cannot decode byte {raw[e.start]:#04x} as {encoding}; set the "
             "task's `encoding` (TextComplexityDE, for example, is cp1252)"
         ) from None
     except LookupError:
-        raise DataError(f"{path}: unknown encoding {encoding!r}") from None
+        raise DataError(f"{source}: unknown encoding {encoding!r}") from None
     return text.removeprefix("\ufeff")
 
 
 Record = tuple[int, dict[str, str | None], str | None]  # (line, {column: value}, problem)
 
 
-def iter_records(path: Path, fmt: str, text: str) -> Iterator[Record]:
+def iter_records(path: Path | str, fmt: str, text: str) -> Iterator[Record]:
     """One record per row; a record with a problem (e.g. too many fields) is a bad row. For
     CSV/TSV the first record is the header, as a record of itself."""
     if fmt == "jsonl":
@@ -205,3 +209,31 @@ def _validated(
         return values, task_type(spec).parse_label(spec, values[spec.label_column])
     except ValueError as e:
         raise ValueError(f"column {spec.label_column!r}: {e}") from None
+
+
+@dataclass
+class Table:
+    """An input file's rows as read, without a task: column names in order, and each row's
+    line number and values (for commands that add columns to what they read)."""
+
+    columns: list[str]
+    rows: list[tuple[int, dict[str, str | None]]]
+
+
+def read_table(source: str, text: str, fmt: str) -> Table:
+    """CSV, TSV, JSON Lines, or `lines` (one text a line, in a column named "text")."""
+    if fmt == "lines":
+        lines = text.splitlines()
+        return Table(["text"], [(i, {"text": line}) for i, line in enumerate(lines, start=1)])
+    records = iter_records(source, fmt, text)
+    columns: dict[str, None] = {}
+    if fmt != "jsonl":
+        _, header, _ = next(records)
+        columns = dict.fromkeys(header)
+    rows = []
+    for line, record, problem in records:
+        if problem:
+            raise DataError(f"{source}:{line}: {problem}")
+        columns.update(dict.fromkeys(record))
+        rows.append((line, record))
+    return Table(list(columns), rows)

@@ -1,0 +1,276 @@
+"""Predict with trained models: `python -m mtl.predict MODEL... --input FILE|- [options]`.
+
+Input: CSV, TSV or JSON Lines (by suffix or --format), or plain text lines (`.txt`,
+`--format lines`, and stdin by default). Output: the input rows with, per task, the value in
+the label scale in a column named after the task (regression; clamped to the task's range),
+or the label in `<task>` and each class's probability in `<task>_prob_<label>`
+(classification). CSV, TSV or JSON Lines by the output's suffix; JSON Lines on stdout by
+default. An empty text is refused (file, line and column named), as in training.
+
+Several models form an ensemble: regression values and class probabilities are averaged.
+Rows are tokenized once, sorted by length and batched, so padding stays small; the output
+keeps the input order.
+
+Python: `Predictor.load("outputs/runs/demo/...").predict(["Ein Satz.", ...])`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mtl import cli
+from mtl.data.batching import collate, sorted_batches
+from mtl.data.cache import tokenize
+from mtl.data.readers import Table, decode, read_table, read_text
+from mtl.errors import MtlError
+from mtl.io import atomic_write_text
+from mtl.tasks import ClassificationTask, Task
+from mtl.tokenizer import pad_id
+from mtl.trained import TrainedModel, load_all
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "lines"}
+
+
+class Predictor:
+    """One model or an ensemble; `predict` maps texts to one dict of outputs per text."""
+
+    def __init__(self, members: list[TrainedModel], device: str | torch.device = "cpu") -> None:
+        if not members:
+            raise MtlError("no model to predict with")
+        self.members = members
+        self.device = torch.device(device)
+        for member in members:
+            member.model.to(self.device)
+
+    @classmethod
+    def load(cls, *paths: str | Path, device: str | torch.device = "cpu") -> Predictor:
+        return cls(load_all(list(paths)), device)
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """The first member's tasks (every member must have those predicted)."""
+        return self.members[0].tasks
+
+    def columns(self, tasks: list[str]) -> list[str]:
+        """The output columns of `tasks`, in order."""
+        out = []
+        for name in tasks:
+            task = self.tasks[name]
+            out.append(name)
+            if isinstance(task, ClassificationTask):
+                out += [f"{name}_prob_{label}" for label in task.labels]
+        return out
+
+    def predict(
+        self,
+        texts: list[str],
+        pairs: list[str] | None = None,
+        tasks: list[str] | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> list[dict]:
+        """For each text (pair): {task: value or label, task_prob_<label>: p, ...}."""
+        tasks = list(tasks or self.tasks)
+        self._check(tasks)
+        outputs = [
+            self._outputs(m, texts, pairs, tasks, batch_size, progress) for m in self.members
+        ]
+        rows: list[dict] = [{} for _ in texts]
+        for name in tasks:
+            task = self.tasks[name]
+            mean = torch.stack([out[name] for out in outputs]).mean(0)  # (N,) or (N, K)
+            if isinstance(task, ClassificationTask):
+                best = mean.argmax(-1).tolist()
+                probs = mean.tolist()
+                for row, b, p in zip(rows, best, probs, strict=True):
+                    row[name] = task.labels[b]
+                    row.update({f"{name}_prob_{c}": q for c, q in zip(task.labels, p, strict=True)})
+            else:
+                for row, value in zip(rows, mean.tolist(), strict=True):
+                    row[name] = value
+        return rows
+
+    def _check(self, tasks: list[str]) -> None:
+        for member in self.members:
+            unknown = [t for t in tasks if t not in member.tasks]
+            if unknown:
+                raise MtlError(
+                    f"{member.source}: no task {', '.join(map(repr, unknown))} (its tasks: "
+                    f"{', '.join(member.tasks)})"
+                )
+            for name in tasks:
+                mine, first = member.tasks[name], self.tasks[name]
+                if type(mine) is not type(first) or set(getattr(mine, "labels", ())) != set(
+                    getattr(first, "labels", ())
+                ):
+                    raise MtlError(
+                        f"{member.source}: task {name!r} differs from the first model's (type or "
+                        "classes); an ensemble needs the same tasks"
+                    )
+
+    @torch.inference_mode()
+    def _outputs(
+        self,
+        member: TrainedModel,
+        texts: list[str],
+        pairs: list[str] | None,
+        tasks: list[str],
+        batch_size: int | None,
+        progress: bool,
+    ) -> dict:
+        """Per task: regression values (N,) in the label scale, or class probabilities (N, K)
+        in the first member's class order."""
+        tokens = tokenize(member.tokenizer, texts, pairs)
+        batches = sorted_batches(
+            tokens.lengths.tolist(), batch_size or member.info.get("eval_batch_size", 64)
+        )
+        results: dict[str, torch.Tensor] = {}
+        pad = pad_id(member.tokenizer)
+        for rows in tqdm(batches, disable=not progress, desc=f"predict {member.source.name}"):
+            batch = {k: v.to(self.device) for k, v in collate(tokens, rows, pad).items()}
+            with member.autocast(self.device):
+                pooled = member.model.encode(batch)
+                for name in tasks:
+                    out = self._task_output(member, name, member.model.heads[name](pooled))
+                    if name not in results:
+                        results[name] = torch.empty((len(texts), *out.shape[1:]))
+                    results[name][rows] = out.float().cpu()
+        return results
+
+    def _task_output(self, member: TrainedModel, name: str, output: torch.Tensor) -> torch.Tensor:
+        task = member.tasks[name]
+        if not isinstance(task, ClassificationTask):
+            return task.predict(output)
+        probs = output.float().softmax(-1)
+        order = [task.labels.index(label) for label in self.tasks[name].labels]
+        return probs[:, order]
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mtl.predict",
+        description="Predict every task of trained models for each row of a file.",
+    )
+    cli.model_arguments(parser, several=True)
+    parser.add_argument("--input", required=True, help="a CSV/TSV/JSONL/.txt file, or - (stdin)")
+    parser.add_argument("--output", default="-", help="a .csv/.tsv/.jsonl file, or - (stdout)")
+    parser.add_argument("--format", choices=["csv", "tsv", "jsonl", "lines"], help="input format")
+    parser.add_argument("--output-format", choices=["csv", "tsv", "jsonl"], help="output format")
+    parser.add_argument("--encoding", default="utf-8", help="input encoding (default utf-8)")
+    parser.add_argument("--tasks", help="comma-separated tasks to predict (default: all)")
+    parser.add_argument("--text-column", help="default: the first task's text column")
+    parser.add_argument("--text-pair-column", help="default: the first task's, if it has one")
+    args = parser.parse_args(argv)
+    if args.batch_size is not None and args.batch_size <= 0:
+        parser.error("--batch-size must be > 0")
+
+    source = "<stdin>" if args.input == "-" else args.input
+    fmt = args.format or ("lines" if args.input == "-" else _format(args.input, FORMATS))
+    table = _read_input(args.input, fmt, args.encoding)
+    predictor = Predictor.load(*args.models, device=cli.device(args.device))
+    tasks = _tasks(args.tasks, predictor)
+    first = predictor.tasks[tasks[0]].spec
+    text_column = args.text_column or ("text" if fmt == "lines" else first.text_column)
+    pair_column = args.text_pair_column or (None if fmt == "lines" else first.text_pair_column)
+    texts = _texts(table, source, text_column)
+    pairs = _texts(table, source, pair_column) if pair_column else None
+    if not texts:
+        raise MtlError(f"{source}: no rows to predict")
+    columns = predictor.columns(tasks)
+    clash = [c for c in columns if c in table.columns]
+    if clash:
+        raise MtlError(
+            f"{source}: the input already has column(s) {', '.join(clash)}, which the "
+            "predictions would overwrite; rename them first"
+        )
+    progress = not args.quiet and sys.stderr.isatty() and len(texts) > 1000
+    predictions = predictor.predict(texts, pairs, tasks, args.batch_size, progress)
+    out_fmt = args.output_format or (
+        "jsonl"
+        if args.output == "-"
+        else _format(args.output, {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"})  # fmt: skip
+    )
+    rows = [{**values, **p} for (_, values), p in zip(table.rows, predictions, strict=True)]
+    text = write_rows(rows, table.columns + columns, out_fmt)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(args.output, text)  # no partial file, whatever happens
+        print(f"wrote {len(rows)} rows to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _format(path: str, known: dict[str, str]) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in known:
+        raise MtlError(
+            f"{path}: cannot tell the format from the suffix {suffix!r} "
+            f"(known: {', '.join(known)}); name it with --format / --output-format"
+        )
+    return known[suffix]
+
+
+def _read_input(name: str, fmt: str, encoding: str) -> Table:
+    if name == "-":
+        return read_table("<stdin>", decode(sys.stdin.buffer.read(), "<stdin>", encoding), fmt)
+    return read_table(name, read_text(Path(name), encoding), fmt)
+
+
+def _tasks(selected: str | None, predictor: Predictor) -> list[str]:
+    if not selected:
+        return list(predictor.tasks)
+    tasks = [t.strip() for t in selected.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in predictor.tasks]
+    if unknown or not tasks:
+        raise MtlError(
+            f"--tasks: unknown task(s) {', '.join(unknown) or '(none given)'}; the model has "
+            f"{', '.join(predictor.tasks)}"
+        )
+    return tasks
+
+
+def _texts(table: Table, source: str, column: str) -> list[str]:
+    """The column's values; a missing column or an empty text names the row."""
+    if column not in table.columns:
+        raise MtlError(
+            f"{source}: no column {column!r} (columns: {', '.join(table.columns)}); choose one "
+            "with --text-column"
+        )
+    texts = []
+    for line, values in table.rows:
+        text = (values.get(column) or "").strip()
+        if not text:
+            raise MtlError(f"{source}:{line}: column {column!r}: text is empty")
+        texts.append(text)
+    return texts
+
+
+def write_rows(rows: list[dict], columns: list[str], fmt: str) -> str:
+    """Rows as CSV, TSV (tabs inside values become spaces) or JSON Lines text."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    buffer = io.StringIO()
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    writer = csv.writer(buffer, lineterminator="\n", **dialect)
+    writer.writerow(columns)
+    for row in rows:
+        cells = ["" if row.get(c) is None else row[c] for c in columns]
+        if fmt == "tsv":
+            cells = [str(c).replace("\t", " ").replace("\n", " ") for c in cells]
+        writer.writerow(cells)
+    return buffer.getvalue()
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,210 @@
+"""Read a trained model back: from a run directory, a checkpoint, or an exported directory.
+
+Evaluate, predict, export and `encoder.init_from` all read models through `load`:
+
+- a run directory means its `checkpoints/best.ckpt`;
+- a checkpoint file (`*.ckpt`) is read as data (`weights_only=True`) and must hold the
+  `mtl_model` entry that training writes (encoder shape, tasks, tokenizer, run info);
+- an exported directory (`mtl.json` beside a Hugging Face BERT folder) needs no run at all;
+- a directory with `ensemble.json` lists several members (folds of a cross-validation, or
+  seeds); a sweep directory is refused with the list of its runs.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+from torch import nn
+
+from mtl.encoder import Bert, BertConfig
+from mtl.errors import CheckpointError, MtlError
+from mtl.model import CHECKPOINT_FORMAT, MultiTaskModel
+from mtl.tasks import Task, parse_task_specs, task_type
+from mtl.tokenizer import load_tokenizer, tokenizer_from_json
+
+EXPORT_FILE = "mtl.json"  # marks an exported model directory
+HEADS_FILE = "heads.safetensors"
+ENSEMBLE_FILE = "ensemble.json"  # {"members": [relative paths]}: one model made of several
+
+
+@dataclass
+class TrainedModel:
+    """A model read back, in eval mode on the CPU, with what it needs to be used."""
+
+    model: MultiTaskModel
+    tokenizer: Tokenizer
+    info: dict  # step, metrics, precision, eval_batch_size, seed, data, encoder source, config
+    source: Path  # the checkpoint file or export directory it was read from
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        return self.model.tasks
+
+    def autocast(self, device: torch.device):
+        """The precision the model was trained (and validated) in: bf16 autocast or fp32."""
+        if str(self.info.get("precision", "32")).startswith("bf16"):
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+
+def resolve(path: str | Path) -> list[Path]:
+    """The checkpoint files or export directories that `path` names (several: an ensemble)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such file or directory")
+    if p.is_file() or (p / EXPORT_FILE).is_file():
+        return [p]
+    if (p / ENSEMBLE_FILE).is_file():
+        members = _read_json(p / ENSEMBLE_FILE).get("members") or []
+        return [m for member in members for m in resolve(p / member)]
+    best = p / "checkpoints" / "best.ckpt"
+    if best.is_file():
+        return [best]
+    runs = sorted(d for d in p.rglob("checkpoints/best.ckpt"))
+    if runs:
+        listed = "\n  ".join(str(r.parents[1]) for r in runs)
+        raise CheckpointError(
+            f"{p} holds {len(runs)} runs (a sweep?); name the ones to use, several at once "
+            f"form an ensemble:\n  {listed}"
+        )
+    if (p / "metrics.json").is_file() or (p / ".hydra").is_dir():
+        raise CheckpointError(
+            f"{p}: this run has no checkpoints/best.ckpt (did it stop before its first "
+            "validation during training?)"
+        )
+    raise CheckpointError(
+        f"{p}: not an mtl run directory, checkpoint or exported model (it has no "
+        f"checkpoints/best.ckpt, {EXPORT_FILE} or {ENSEMBLE_FILE})"
+    )
+
+
+def load_all(paths: list[str | Path]) -> list[TrainedModel]:
+    """Every model the paths name, in order (an ensemble when more than one)."""
+    return [read(p) for path in paths for p in resolve(path)]
+
+
+def load(path: str | Path) -> TrainedModel:
+    """Exactly one model."""
+    found = resolve(path)
+    if len(found) != 1:
+        raise CheckpointError(f"{path}: holds {len(found)} models; name one of them")
+    return read(found[0])
+
+
+def read(path: Path) -> TrainedModel:
+    """One checkpoint file or export directory, as `resolve` returns them. Reading a model
+    leaves the caller's random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        if path.is_dir():
+            return _read_export(path)
+        return _read_checkpoint(path)
+
+
+def _read_checkpoint(path: Path) -> TrainedModel:
+    checkpoint = load_checkpoint(path)
+    description = checkpoint.get("mtl_model") if isinstance(checkpoint, dict) else None
+    if not isinstance(description, dict):
+        raise CheckpointError(
+            f"{path}: not an mtl checkpoint (it has no 'mtl_model' entry; was it written by "
+            "mtl.train?)"
+        )
+    _check_format(path, description.get("format"))
+    info = {k: v for k, v in description.items() if k not in ("format", "encoder", "tasks")}
+    tokenizer = tokenizer_from_json(info.pop("tokenizer"), info["max_length"])
+    encoder = Bert(BertConfig.from_hf(description["encoder"], str(path)))
+    model = MultiTaskModel(encoder, _tasks(path, description["tasks"]))
+    state = checkpoint["state_dict"]
+    for prefix, module in (("encoder.", model.encoder), ("heads.", model.heads)):
+        _load_weights(path, module, {k[len(prefix) :]: v for k, v in state.items()
+                                     if k.startswith(prefix)})  # fmt: skip
+    return TrainedModel(model.eval(), tokenizer, info, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint file read as data only; any failure is one line naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: holds objects other than tensors and plain data; mtl reads checkpoints "
+            "as data only and will not run the code a pickle may hold"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or not a torch file?): {first}"
+        ) from None
+
+
+def _read_export(path: Path) -> TrainedModel:
+    for name in ("config.json", "model.safetensors", HEADS_FILE, EXPORT_FILE):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path}: the exported model is missing {name}")
+    description = _read_json(path / EXPORT_FILE)
+    _check_format(path / EXPORT_FILE, description.get("format"))
+    info = dict(description["info"])
+    try:
+        model = MultiTaskModel(Bert.from_pretrained(path), _tasks(path, description["tasks"]))
+        heads = load_file(path / HEADS_FILE)
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: a file of the export cannot be read ({e})") from None
+    _load_weights(path / HEADS_FILE, model.heads, heads)
+    tokenizer = load_tokenizer(path, info["max_length"])
+    return TrainedModel(model.eval(), tokenizer, info, path)
+
+
+def _tasks(source: Path, described: dict) -> dict[str, Task]:
+    try:
+        specs = parse_task_specs({name: t["spec"] for name, t in described.items()})
+        return {
+            name: task_type(spec).from_state(name, spec, described[name]["state"])
+            for name, spec in specs.items()
+        }
+    except (MtlError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: its task descriptions cannot be read ({e})") from None
+
+
+def _load_weights(source: Path, module: nn.Module, state: dict) -> None:
+    missing = sorted(set(module.state_dict()) - set(state))
+    unexpected = sorted(set(state) - set(module.state_dict()))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: weights do not match the model it describes; missing: "
+            f"{missing[:5] or 'none'}, unexpected: {unexpected[:5] or 'none'}"
+        )
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: {str(e).splitlines()[-1].strip()}") from None
+
+
+def _check_format(source: Path, found: object) -> None:
+    if found == CHECKPOINT_FORMAT:
+        return
+    if isinstance(found, int) and found > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{source}: written by a newer mtl (format {found}; this one reads format "
+            f"{CHECKPOINT_FORMAT}); upgrade mtl to read it"
+        )
+    raise CheckpointError(
+        f"{source}: model format {found!r} is not one this mtl reads ({CHECKPOINT_FORMAT})"
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data

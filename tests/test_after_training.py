@@ -1,0 +1,307 @@
+"""Using what was trained: evaluate, predict, export, and `encoder.init_from`, through the
+commands a user runs (`python -m mtl.evaluate`, `mtl.predict`, `mtl.export`, `mtl.train`)."""
+
+import csv
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mtl.predict import Predictor
+from mtl.trained import load
+
+DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+TINY = ["encoder=tiny", "trainer.max_steps=12", "trainer.val_check_interval=6"]
+PROBE = "+callbacks.initial._target_=probes.InitialWeights"
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory, mtl_train) -> Path:
+    """A tiny run on both demo tasks, with its step-0 weights saved."""
+    tmp = tmp_path_factory.mktemp("a")
+    result = mtl_train(
+        *TINY, PROBE, f"+callbacks.initial.path={tmp}/initial.safetensors",
+        f"hydra.run.dir={tmp}/run", cwd=tmp,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def exported(run_a, tmp_path_factory, run_module) -> Path:
+    out = tmp_path_factory.mktemp("export") / "model"
+    result = run_module("mtl.export", str(run_a), str(out), cwd=out.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def best(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())["best"]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_evaluate_reproduces_the_best_validation_metrics(run_a, run_module, tmp_path):
+    out = tmp_path / "eval.json"
+    result = run_module("mtl.evaluate", str(run_a), "--split", "val", "--output", str(out),
+                        cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "demo_complexity/rmse" in result.stdout and "score (mean task score)" in result.stdout
+    evaluated, recorded = json.loads(out.read_text()), best(run_a)
+    keys = [k for k in recorded if k.startswith("val/")]
+    assert len(keys) == 8
+    for key in keys:
+        assert evaluated[key] == pytest.approx(recorded[key], abs=1e-4), key
+    assert evaluated["step"] == recorded["step"]
+
+
+def test_predicted_validation_file_scores_the_recorded_metrics(run_a, run_module, tmp_path):
+    for task, file, column in [
+        ("demo_complexity", "complexity/val.csv", "complexity"),
+        ("demo_sentiment", "sentiment/val.csv", "label"),
+    ]:
+        out = tmp_path / f"{task}.csv"
+        result = run_module("mtl.predict", str(run_a), "--input", str(DEMO / file),
+                            "--output", str(out), "--tasks", task, cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        rows = read_csv(out)
+        assert len(rows) == 300 and list(rows[0])[:2] == ["sentence", column]
+        if task == "demo_complexity":
+            errors = [(float(r[task]) - float(r[column])) ** 2 for r in rows]
+            score = math.sqrt(sum(errors) / len(errors))
+            assert score == pytest.approx(best(run_a)[f"val/{task}/rmse"], abs=1e-4)
+        else:
+            accuracy = sum(r[task] == r[column] for r in rows) / len(rows)
+            assert accuracy == pytest.approx(best(run_a)[f"val/{task}/accuracy"], abs=1e-4)
+            p = [
+                float(r[f"{task}_prob_positive"]) + float(r[f"{task}_prob_negative"]) for r in rows
+            ]
+            assert p == pytest.approx([1.0] * len(rows), abs=1e-5)
+
+
+def test_export_alone_predicts_what_the_run_predicts(run_a, exported, run_module, tmp_path):
+    assert {p.name for p in exported.iterdir()} >= {
+        "config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "heads.safetensors",
+        "mtl.json", "README.md",
+    }  # fmt: skip
+    assert not [p for p in exported.iterdir() if p.suffix in (".ckpt", ".bin", ".pt", ".pkl")]
+    elsewhere = tmp_path / "moved"
+    shutil.copytree(exported, elsewhere)  # no path back to the run is needed
+    outputs = {}
+    for name, model in (("run", run_a), ("export", elsewhere)):
+        out = tmp_path / f"{name}.jsonl"
+        result = run_module("mtl.predict", str(model), "--input", str(DEMO / "sentiment/val.csv"),
+                            "--output", str(out), cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(outputs["run"]) == 300
+    for a, b in zip(outputs["run"], outputs["export"], strict=True):
+        assert a["demo_sentiment"] == b["demo_sentiment"]
+        for key in ("demo_complexity", "demo_sentiment_prob_positive"):
+            assert a[key] == pytest.approx(b[key], abs=1e-5)
+    card = (elsewhere / "README.md").read_text()
+    assert "demo_complexity" in card and "| demo_sentiment | train |" in card
+    assert f"| val/score | {best(run_a)['val/score']:.4f} |" in card
+
+
+def test_exported_encoder_loads_in_transformers(exported):
+    transformers = pytest.importorskip("transformers")
+    ours = load(exported)
+    theirs = transformers.BertModel.from_pretrained(str(exported), add_pooling_layer=False).eval()
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102, 0], [101, 7592, 102, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = ours.model.encoder(ids, mask).hidden
+    assert torch.allclose(got[mask.bool()], expected[mask.bool()], atol=1e-5)
+
+
+def test_evaluate_works_from_the_export_on_a_labelled_file(exported, run_a, run_module, tmp_path):
+    result = run_module("mtl.evaluate", str(exported), "--input", str(DEMO / "complexity/val.csv"),
+                        "--task", "demo_complexity", "--output", str(tmp_path / "e.json"),
+                        cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    recorded = best(run_a)["val/demo_complexity/rmse"]
+    assert evaluated["input/demo_complexity/rmse"] == pytest.approx(recorded, abs=1e-4)
+
+
+def test_init_from_starts_the_encoder_from_the_run_with_fresh_heads(run_a, mtl_train, tmp_path):
+    result = mtl_train(
+        *TINY, f"encoder.init_from={run_a}", PROBE,
+        f"+callbacks.initial.path={tmp_path}/initial.safetensors",
+        f"hydra.run.dir={tmp_path}/run", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    b_start = load_file(tmp_path / "initial.safetensors")
+    a_best = torch.load(run_a / "checkpoints/best.ckpt", weights_only=True)["state_dict"]
+    a_start = load_file(run_a.parent / "initial.safetensors")
+    encoder = [k for k in b_start if k.startswith("encoder.")]
+    heads = [k for k in b_start if k.startswith("heads.")]
+    assert encoder and heads
+    assert all(torch.equal(b_start[k], a_best[k]) for k in encoder)
+    assert not all(torch.equal(b_start[k], a_start[k]) for k in encoder)  # A did train
+    assert all(torch.equal(b_start[k], a_start[k]) for k in heads)  # fresh, as A's were
+    assert not all(torch.equal(b_start[k], a_best[k]) for k in heads)
+    source = json.loads((tmp_path / "run/metrics.json").read_text())["encoder"]
+    assert source["init_from"] == str(run_a)
+    assert source["checkpoint"] == str(run_a / "checkpoints/best.ckpt")
+
+
+def test_a_test_split_is_evaluated_with_the_best_checkpoint(mtl_train, run_module, tmp_path):
+    (tmp_path / "conf/task").mkdir(parents=True)
+    (tmp_path / "conf/task/held.yaml").write_text(
+        "held:\n  type: regression\n"
+        f"  file: {DEMO}/complexity/train.csv\n"
+        "  split: {val_fraction: 0.1, test_fraction: 0.1, seed: 3}\n"
+        "  text_column: sentence\n  label_column: complexity\n  range: [1, 7]\n"
+    )
+    result = mtl_train(
+        *TINY, f"hydra.searchpath=[file://{tmp_path}/conf]", "task=[held]",
+        f"hydra.run.dir={tmp_path}/run", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert set(metrics["test"]) == {
+        f"test/held/{m}" for m in ("rmse", "mae", "pearson", "spearman", "r2")
+    } | {"test/score"}
+    assert metrics["data"]["held"]["test"]["rows"] == 200
+    header = next(line for line in result.stdout.splitlines() if line.startswith("task/metric"))
+    assert header.split() == ["task/metric", "start", "best", "final", "test"]
+    out = tmp_path / "test.json"
+    result = run_module("mtl.evaluate", str(tmp_path / "run"), "--split", "test",
+                        "--output", str(out), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads(out.read_text())
+    for key, value in metrics["test"].items():
+        assert evaluated[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_python_api_and_ensembles(run_a, exported, tmp_path):
+    texts = ["Der Film war gut.", "Die Prüfung des Vertrags erfolgt durch den Ausschuss."]
+    single = Predictor.load(run_a).predict(texts)
+    assert set(single[0]) == {
+        "demo_complexity", "demo_sentiment", "demo_sentiment_prob_negative",
+        "demo_sentiment_prob_positive",
+    }  # fmt: skip
+    assert all(1 <= r["demo_complexity"] <= 7 for r in single)  # the task's range
+    first, second = load(run_a), load(run_a)
+    with torch.no_grad():  # a second member that differs: shifted head biases
+        for head in second.model.heads.values():
+            head.net[-1].bias += 0.5
+    a, b = Predictor([first]).predict(texts), Predictor([second]).predict(texts)
+    both = Predictor([first, second]).predict(texts)
+    for ra, rb, r in zip(a, b, both, strict=True):
+        assert ra["demo_complexity"] != rb["demo_complexity"]
+        assert r["demo_complexity"] == pytest.approx(
+            (ra["demo_complexity"] + rb["demo_complexity"]) / 2
+        )
+        for label in ("negative", "positive"):
+            key = f"demo_sentiment_prob_{label}"
+            assert r[key] == pytest.approx((ra[key] + rb[key]) / 2, abs=1e-6)
+        assert r["demo_sentiment"] == max(("negative", "positive"),
+                                          key=lambda c: r[f"demo_sentiment_prob_{c}"])  # fmt: skip
+    (tmp_path / "ensemble.json").write_text(json.dumps({"members": [str(run_a), str(exported)]}))
+    assert len(Predictor.load(tmp_path).members) == 2  # a directory that names its members
+
+
+def newer_checkpoint(run: Path, tmp: Path) -> Path:
+    ckpt = torch.load(run / "checkpoints/best.ckpt", weights_only=True)
+    ckpt["mtl_model"]["format"] = 99
+    torch.save(ckpt, tmp / "newer.ckpt")
+    return tmp / "newer.ckpt"
+
+
+def foreign_checkpoint(run: Path, tmp: Path) -> Path:
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp / "foreign.ckpt")
+    return tmp / "foreign.ckpt"
+
+
+def pickled_checkpoint(run: Path, tmp: Path) -> Path:
+    torch.save({"mtl_model": Path("x")}, tmp / "pickled.ckpt")  # a class instance: code, not data
+    return tmp / "pickled.ckpt"
+
+
+def truncated_checkpoint(run: Path, tmp: Path) -> Path:
+    data = (run / "checkpoints/best.ckpt").read_bytes()
+    (tmp / "cut.ckpt").write_bytes(data[: len(data) // 2])
+    return tmp / "cut.ckpt"
+
+
+def export_without_heads(exported: Path, tmp: Path) -> Path:
+    shutil.copytree(exported, tmp / "broken")
+    (tmp / "broken/heads.safetensors").unlink()
+    return tmp / "broken"
+
+
+def sweep_directory(run: Path, tmp: Path) -> Path:
+    for job in ("0_seed=1", "1_seed=2"):
+        (tmp / "sweep" / job / "checkpoints").mkdir(parents=True)
+        shutil.copy(run / "checkpoints/best.ckpt", tmp / "sweep" / job / "checkpoints")
+    return tmp / "sweep"
+
+
+def input_file(text: str, name: str = "in.csv", encoding: str = "utf-8"):
+    def make(tmp: Path) -> Path:
+        (tmp / name).write_bytes(text.encode(encoding))
+        return tmp / name
+
+    return make
+
+
+GOOD = input_file("sentence\nDer Film war gut.\n")
+
+
+@pytest.mark.parametrize(
+    ("model", "make_input", "extra", "message"),
+    [
+        (None, input_file(""), [], r"in\.csv: the file is empty \(expected a header row\)"),
+        (None, input_file("sentence\n"), [], r"in\.csv: no rows to predict"),
+        (None, input_file("satz\nhallo\n"), [], r"in\.csv: no column 'sentence' \(columns: satz\); choose one with --text-column"),
+        (None, input_file("sentence,x\ngut,1\n ,2\n"), [], r"in\.csv:3: column 'sentence': text is empty"),
+        (None, input_file("sentence\nSchöne Grüße\n", encoding="cp1252"), [], r"in\.csv:2: cannot decode byte 0xf6 as utf-8"),
+        (None, GOOD, ["--tasks", "demo_complexity,nope"], r"--tasks: unknown task\(s\) nope; the model has demo_complexity, demo_sentiment"),
+        (None, input_file("sentence\ngut\n", name="in.xlsx"), [], r"in\.xlsx: cannot tell the format from the suffix '\.xlsx'"),
+        (None, input_file("sentence,demo_sentiment\ngut,x\n"), [], r"in\.csv: the input already has column\(s\) demo_sentiment, which the predictions would overwrite"),
+        (newer_checkpoint, GOOD, [], r"newer\.ckpt: written by a newer mtl \(format 99; this one reads format 1\); upgrade mtl"),
+        (foreign_checkpoint, GOOD, [], r"foreign\.ckpt: not an mtl checkpoint \(it has no 'mtl_model' entry"),
+        (pickled_checkpoint, GOOD, [], r"pickled\.ckpt: holds objects other than tensors and plain data"),
+        (truncated_checkpoint, GOOD, [], r"cut\.ckpt: not a readable checkpoint \(truncated or not a torch file\?\)"),
+        (export_without_heads, GOOD, [], r"broken: the exported model is missing heads\.safetensors"),
+        (sweep_directory, GOOD, [], r"sweep holds 2 runs \(a sweep\?\); name the ones to use.*\n.*0_seed=1\n.*1_seed=2"),
+        (lambda run, tmp: tmp / "nowhere", GOOD, [], r"nowhere: no such file or directory"),
+    ],
+    ids=[
+        "empty-file", "header-only", "no-text-column", "empty-text", "undecodable", "unknown-task",
+        "unknown-suffix", "column-clash", "newer-format", "not-mtl", "pickle", "truncated",
+        "export-missing-file", "sweep-dir", "missing-path",
+    ],
+)  # fmt: skip
+def test_bad_input_to_predict_is_one_clear_line(
+    run_a, exported, run_module, tmp_path, model, make_input, extra, message
+):
+    source = exported if model is export_without_heads else run_a
+    model_path = model(source, tmp_path) if model else run_a
+    out = tmp_path / "out.csv"
+    result = run_module("mtl.predict", str(model_path), "--input", str(make_input(tmp_path)),
+                        "--output", str(out), *extra, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert re.search(r"error: \S*" + message, result.stderr), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "weights_only=False" not in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.csv.*"))  # no partial output
+
+
+def test_export_refuses_to_overwrite(run_a, exported, run_module, tmp_path):
+    before = (exported / "mtl.json").read_bytes()
+    result = run_module("mtl.export", str(run_a), str(exported), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"error: {exported} already exists and is not empty" in result.stderr
+    assert (exported / "mtl.json").read_bytes() == before
