@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -13,16 +14,19 @@ from mtl.io import atomic_write_text
 class MetricsFile(pl.Callback):
     """Writes `metrics.json` after every validation, so even a stopped run has one.
 
-    {"start": {...}, "final": {...}, "best": {...}, "best_step": s, "history": [...]}, where
-    each entry maps val/<task>/<metric> and val/score to values; "best" is the entry with the
-    highest val/score among the validations during training (those ModelCheckpoint saw).
+    {"status": ..., "start": {...}, "final": {...}, "best": {...}, "best_step": s,
+    "history": [...]}, where each entry maps val/<task>/<metric> and val/score to values;
+    "best" is the entry with the highest val/score among the validations during training
+    (the ones a checkpoint was written at). "status" is running, finished, stopped (by a
+    signal; resumable) or failed, so no crashed run looks finished.
     """
 
     def __init__(self, path: str | Path, monitor: str = "val/score") -> None:
         self.path = Path(path)
         self.monitor = monitor
+        self.status = "running"
         self.history: list[dict] = []
-        self.extra: dict = {}  # added to the file as is (best_checkpoint, skipped_rows)
+        self.extra: dict = {}  # added to the file as is (best_checkpoint, skipped_rows, ...)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -39,15 +43,20 @@ class MetricsFile(pl.Callback):
 
     def summary(self) -> dict:
         candidates = [e for e in self.history if e["in_fit"]] or self.history
-        best = max(candidates, key=lambda e: e.get(self.monitor, float("-inf")))
+        best = max(candidates, key=self._score, default=None)
         return {
-            "start": self.history[0],
-            "final": self.history[-1],
+            "status": self.status,
+            "start": self.history[0] if self.history else None,
+            "final": self.history[-1] if self.history else None,
             "best": best,
-            "best_step": best["step"],
+            "best_step": best["step"] if best else None,
             **self.extra,
             "history": self.history,
         }
+
+    def _score(self, entry: dict) -> float:
+        value = entry.get(self.monitor, float("-inf"))
+        return value if math.isfinite(value) else float("-inf")
 
     def state_dict(self) -> dict:
         return {"history": self.history}  # a resumed run keeps the history from step 0

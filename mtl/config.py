@@ -1,9 +1,12 @@
 """The validated shape of the training config, registered with Hydra's ConfigStore.
 
 `conf/train.yaml` starts from `train_schema`, so a misspelt key or a wrong type in any of the
-typed groups (task entries, encoder, data, optimizer, scheduler) fails at composition, naming
-the key. Groups with `_target_` (trainer, logger, callbacks, sampler, balancer) are checked by
-the classes they instantiate.
+typed groups (encoder, data, optimizer, scheduler) fails at composition, naming the key.
+
+Task entries are plain mappings in the schema, so a whole task can be given on the command
+line (`'+task.mine={type: regression, ...}'`); each task file starts from `schema/task` (every
+TaskSpec key, typed), so its keys can be overridden without `+`. mtl/validation.py checks
+every task, and every other group, before the run starts.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class DataSettings(DataConfig):
 
 @dataclass
 class TrainConfig:
-    task: dict[str, TaskSpec] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)  # name -> a TaskSpec (schema/task)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataSettings = field(default_factory=DataSettings)
     sampler: dict[str, Any] = field(default_factory=dict)
@@ -57,3 +60,4 @@ def register() -> None:
         OmegaConf.register_new_resolver("mtl_root", lambda: str(ROOT))
         OmegaConf.register_new_resolver("mtl_dirname", dirname)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    ConfigStore.instance().store(group="schema", name="task", node=TaskSpec)

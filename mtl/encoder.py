@@ -16,11 +16,10 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from mtl.errors import CheckpointError
-from mtl.io import atomic_save_safetensors, atomic_write_text
+from mtl.io import atomic_save_safetensors, atomic_write_text, load_data, load_safetensors
 
 
 class Pooling(str, Enum):
@@ -303,7 +302,13 @@ class Bert(nn.Module):
         config_file = path / "config.json"
         if not config_file.is_file():
             raise CheckpointError(f"{path}: no config.json, so this is not a BERT checkpoint")
-        cfg = BertConfig.from_hf(json.loads(config_file.read_text()), str(config_file), **overrides)
+        try:
+            hf = json.loads(config_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
+        if not isinstance(hf, dict):
+            raise CheckpointError(f"{config_file}: expected a JSON object")
+        cfg = BertConfig.from_hf(hf, str(config_file), **overrides)
         model = cls(cfg)
         model.load_hf_state_dict(*read_weights(path))
         return model
@@ -364,8 +369,8 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], str]:
         file = path / name
         if file.is_file():
             if name.endswith(".safetensors"):
-                return load_file(file), str(file)
-            return torch.load(file, map_location="cpu", weights_only=True), str(file)
+                return load_safetensors(file), str(file)
+            return load_data(file), str(file)
     raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin found")
 
 

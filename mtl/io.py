@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import secrets
 import shutil
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from safetensors.torch import save_file
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from mtl.errors import MtlError
+from mtl.errors import CheckpointError, MtlError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -32,6 +37,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_directory(path.parent)  # and the rename itself is
+
+
+def fsync_directory(path: Path) -> None:
+    """Make the directory's entries (a rename, a new link) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -59,3 +74,33 @@ def fresh_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def load_data(path: str | Path) -> dict:
+    """A torch file (checkpoint, pytorch_model.bin) read as data only: tensors and plain
+    values, never code. Any failure is one line naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"{path}: holds objects other than tensors and plain data ({found[1]}); mtl "
+                "reads checkpoints as data only and will not run the code a pickle may hold"
+            ) from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated, damaged, or not a torch file)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or not a torch file?): {first}"
+        ) from None
+
+
+def load_safetensors(path: str | Path) -> dict[str, Tensor]:
+    """A safetensors file; a damaged one is one line naming the file."""
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None

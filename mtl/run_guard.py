@@ -1,8 +1,10 @@
-"""A Hydra callback that refuses to start a run or sweep in a directory that already holds one.
+"""A Hydra callback that checks a run before Hydra writes anything for it.
 
-Hydra writes `.hydra/config.yaml` before the job starts, so the check must run earlier than
-the job itself: at `on_run_start` / `on_multirun_start`, when nothing has been written yet.
-Hydra turns exceptions from callbacks into warnings, so the refusal exits the process.
+Hydra writes `.hydra/config.yaml` before the job starts, so these checks run earlier than the
+job itself, at `on_run_start` / `on_multirun_start`: the directory must not hold another run
+(unless this run resumes it), and the composed config must pass mtl's checks (unknown keys,
+ranges, `_target_`; see mtl/validation.py). Hydra turns exceptions from callbacks into
+warnings, so a refusal exits the process with one line.
 """
 
 from __future__ import annotations
@@ -15,19 +17,46 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mtl.errors import MtlError
+from mtl.validation import check_config
+
 
 class RefuseExistingRun(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        refuse_if_used(Path(config.hydra.run.dir), "hydra.run.dir")
+        run_dir = Path(config.hydra.run.dir)
+        resumes = config.get("resume") and Path(config.resume).resolve() == run_dir.resolve()
+        if not resumes:
+            refuse_if_used(run_dir, "hydra.run.dir")
+        _exit_on_error(check_config, config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         refuse_if_used(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+        _exit_on_error(check_config, config)  # the shared settings; each job checks its own
+
+
+def _exit_on_error(check, config: DictConfig) -> None:
+    try:
+        check(config)
+    except MtlError as e:
+        sys.exit(f"error: {e}")
 
 
 def refuse_if_used(path: Path, key: str) -> None:
+    """Stop if `path` is a file, or a directory that holds a run (or a sweep's runs). A
+    directory a failed run left before it trained (only .hydra/ and a log) may be reused."""
     if os.environ.get("LOCAL_RANK", "0") != "0":
         return  # a DDP worker started by Lightning joins its launcher's run directory
-    if path.is_dir() and any(path.iterdir()):
+    if path.exists() and not path.is_dir():
+        sys.exit(f"error: {key}={path} is an existing file, not a directory")
+    if path.is_dir() and holds_run(path):
         sys.exit(
-            f"error: {path} already holds a run; refusing to overwrite it (choose another {key})"
+            f"error: {path} already holds a run; refusing to overwrite it (choose another {key}, "
+            f"or continue it with resume={path})"
         )
+
+
+def holds_run(path: Path) -> bool:
+    """Whether a directory holds what a run produces (metrics, checkpoints, logs), itself or
+    in its subdirectories (a sweep)."""
+    produced = ("metrics.json", "checkpoints", "tensorboard", "csv", "multirun.yaml")
+    return any(next(path.rglob(name), None) is not None for name in produced)

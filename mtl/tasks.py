@@ -16,6 +16,7 @@ Each task type scores itself so that higher is better; `val/score` is the mean o
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -37,7 +38,9 @@ from torchmetrics import (
     SpearmanCorrCoef,
 )
 
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 class TaskType(str, Enum):
@@ -108,10 +111,20 @@ def parse_task_specs(tasks: DictConfig | dict) -> dict[str, TaskSpec]:
             raise ConfigError(f"task.{name}: give either `files` (per split) or `file` + `split`")
         if spec.files and "train" not in spec.files:
             raise ConfigError(f"task.{name}.files: needs a 'train' entry, got {list(spec.files)}")
-        if not 0 < spec.train_fraction <= 1:
-            raise ConfigError(
-                f"task.{name}.train_fraction: must be in (0, 1], got {spec.train_fraction}"
-            )
+        split = spec.split
+        for key, value, ok, allowed in (
+            ("train_fraction", spec.train_fraction, 0 < spec.train_fraction <= 1, "in (0, 1]"),
+            ("loss_weight", spec.loss_weight, spec.loss_weight >= 0, ">= 0"),
+            ("head.dropout", spec.head.dropout, 0 <= spec.head.dropout < 1, "in [0, 1)"),
+            ("head.hidden", spec.head.hidden, (spec.head.hidden or 1) > 0, "> 0 or null"),
+            ("split.val_fraction", split.val_fraction, 0 < split.val_fraction < 1, "in (0, 1)"),
+            ("split.test_fraction", split.test_fraction, 0 <= split.test_fraction < 1,
+             "in [0, 1)"),
+            ("split", f"{split.val_fraction} + {split.test_fraction}",
+             split.val_fraction + split.test_fraction < 1, "val_fraction + test_fraction < 1"),
+        ):  # fmt: skip
+            if not ok:
+                raise ConfigError(f"task.{name}.{key}: must be {allowed}, got {value}")
         TASK_TYPES[spec.type].check_spec(name, spec)
         specs[name] = spec
     return specs
@@ -122,6 +135,7 @@ def spec_dict(spec: TaskSpec) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(spec), enum_to_str=True)  # type: ignore[return-value]
 
 
+FLOAT32_MAX = torch.finfo(torch.float32).max  # targets are trained in float32
 Label = float | str  # a parsed label: a regression value, or a class name as in the file
 
 
@@ -215,6 +229,8 @@ class RegressionTask(Task):
             raise ValueError(f"label {raw!r} is not a number") from None
         if not math.isfinite(value):
             raise ValueError(f"label {raw!r} is not a finite number")
+        if abs(value) > FLOAT32_MAX:
+            raise ValueError(f"label {raw!r} is too large for float32 (at most {FLOAT32_MAX:.3g})")
         low, high = spec.range or (-math.inf, math.inf)
         if not low <= value <= high:
             raise ValueError(f"label {value} is outside the range [{low}, {high}]")
@@ -296,11 +312,16 @@ class ClassificationTask(Task):
 
     @classmethod
     def fit(cls, name: str, spec: TaskSpec, labels: list[Label]) -> ClassificationTask:
-        classes = tuple(spec.labels) if spec.labels else tuple(dict.fromkeys(map(str, labels)))
-        if len(classes) < 2:
-            raise ConfigError(
-                f"task.{name}: classification needs at least 2 classes, found {list(classes)}"
+        seen = list(dict.fromkeys(map(str, labels)))
+        if len(seen) < 2:
+            raise DataError(
+                f"task.{name}: the training rows hold {len(seen)} class(es) {seen}; a classifier "
+                "needs rows of at least 2"
             )
+        classes = tuple(spec.labels) if spec.labels else tuple(seen)
+        unseen = [c for c in classes if c not in seen]
+        if unseen:
+            log.warning("task %s: no training rows of class(es) %s", name, ", ".join(unseen))
         return cls(name, spec, labels=classes)
 
     @classmethod

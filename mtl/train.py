@@ -7,6 +7,7 @@ One run writes into its Hydra run directory: the composed config (.hydra/), Tens
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -16,33 +17,48 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtl import cli, trained
 from mtl.callbacks import MetricsFile
-from mtl.config import ROOT, register
+from mtl.checkpointing import AtomicCheckpointIO, GracefulStop, RunCheckpoints
+from mtl.config import ROOT, DataSettings, register
 from mtl.data.datamodule import MultiTaskDataModule, steps_per_epoch
-from mtl.data.loading import DataConfig, load_tasks
+from mtl.data.loading import load_tasks
 from mtl.errors import ConfigError, MtlError
 from mtl.evaluate import evaluate
 from mtl.feedback import TaskFeedback
 from mtl.instantiate import build
 from mtl.model import MultiTaskModel, OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig, build_encoder
+from mtl.resume import resume_arguments, resume_checkpoint
 from mtl.tasks import parse_task_specs
+from mtl.validation import check_config, typed
 
 log = logging.getLogger("mtl.train")
+
+
+class RunStoppedError(Exception):
+    """Training stopped early on a signal; the run can be resumed."""
+
+    def __init__(self, signum: int, output_dir: Path, step: int) -> None:
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} at step {step}; checkpoints/last.ckpt holds this step. "
+            f"Resume with: python -m mtl.train resume={output_dir}"
+        )
 
 
 def train(cfg: DictConfig) -> dict:
     """Run one training job from a composed config; returns the metrics.json content."""
     output_dir = Path(cfg.paths.output_dir)
-    if not cfg.trainer.get("max_steps") or cfg.trainer.max_steps <= 0:
-        raise ConfigError("trainer.max_steps: training length is set in steps; give a number > 0")
-    pl.seed_everything(cfg.seed, workers=True)
+    check_config(cfg)  # unknown keys, ranges, _target_: before anything is built
     specs = parse_task_specs(cfg.task)
-    encoder_cfg = _typed(cfg.encoder, EncoderConfig)
+    resume = resume_checkpoint(cfg.resume, list(specs))
+    pl.seed_everything(cfg.seed, workers=True)
+    encoder_cfg = typed(cfg, "encoder", EncoderConfig)
     start = trained.load(encoder_cfg.init_from) if encoder_cfg.init_from else None
     encoder, tokenizer = build_encoder(
         encoder_cfg, (start.model.encoder, start.tokenizer) if start else None
     )
-    data_cfg = _typed(cfg.data, DataConfig)
+    data_cfg = typed(cfg, "data", DataSettings)
     data = load_tasks(specs, tokenizer, data_cfg, cfg.seed)  # reads, fits and tokenizes
     tasks = {name: d.task for name, d in data.items()}
     sizes = {name: len(d.splits["train"]) for name, d in data.items()}
@@ -83,40 +99,53 @@ def train(cfg: DictConfig) -> dict:
     model = MultiTaskModel(
         encoder,
         tasks,
-        _typed(cfg.optimizer, OptimizerConfig),
-        _typed(cfg.scheduler, SchedulerConfig),
+        typed(cfg, "optimizer", OptimizerConfig),
+        typed(cfg, "scheduler", SchedulerConfig),
         balancer,
         run_info,
     )
     metrics_file = MetricsFile(output_dir / "metrics.json")
     metrics_file.extra["encoder"] = run_info["encoder_source"]
     metrics_file.extra["data"] = run_info["data"]
-    callbacks = [build(f"callbacks.{k}", c) for k, c in cfg.callbacks.items()]
-    callbacks += [TaskFeedback(task_sampler), metrics_file]
+    stop = GracefulStop()
+    callbacks = [build(f"callbacks.{k}", c) for k, c in cfg.callbacks.items() if c is not None]
+    callbacks += [TaskFeedback(task_sampler), metrics_file, stop]
     loggers = [build(f"logger.{k}", c) for k, c in cfg.logger.items()]
-    trainer: pl.Trainer = build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer: pl.Trainer = build(
+        "trainer", cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+    )
     for lg in loggers:
         lg.log_hyperparams(_flat_hparams(cfg))
+    try:
+        if resume:
+            log.info("resuming from %s", resume)
+        else:  # the step-0 baseline
+            trainer.validate(model, datamodule=datamodule, verbose=False, weights_only=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        validated = metrics_file.history and metrics_file.history[-1]["step"] == trainer.global_step
+        if stop.received is None and not validated:  # the metrics at the end
+            trainer.validate(model, datamodule=datamodule, verbose=False, weights_only=True)
+    except BaseException:
+        metrics_file.status = "failed"
+        if trainer.is_global_zero and metrics_file.history:
+            metrics_file.write()
+        raise
 
-    if cfg.resume:
-        log.info("resuming from %s", cfg.resume)
-    else:
-        trainer.validate(model, datamodule=datamodule, verbose=False)  # the step-0 baseline
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
-    if not metrics_file.history or metrics_file.history[-1]["step"] != trainer.global_step:
-        trainer.validate(model, datamodule=datamodule, verbose=False)  # metrics at the end
-
-    checkpoint = _best_checkpoint(trainer)
+    checkpoints = next((c for c in callbacks if isinstance(c, RunCheckpoints)), None)
+    checkpoint = (checkpoints.best_model_path or None) if checkpoints else None
     metrics_file.extra["best_checkpoint"] = checkpoint
     metrics_file.extra["skipped_rows"] = {name: d.skipped for name, d in data.items()}
     tests = {name: d.splits["test"] for name, d in data.items() if "test" in d.splits}
-    if tests and checkpoint and trainer.is_global_zero:  # the best checkpoint, on held-out rows
-        best = trained.load(checkpoint)
+    if tests and checkpoint and stop.received is None and trainer.is_global_zero:
+        best = trained.load(checkpoint)  # the best checkpoint, on held-out rows
         metrics_file.extra["test"] = evaluate(best, tests, "test", trainer.strategy.root_device)
+    metrics_file.status = "finished" if stop.received is None else "stopped"
     summary = metrics_file.summary()
     if trainer.is_global_zero:
         metrics_file.write()
         print(format_summary(summary, list(tasks), output_dir, checkpoint))
+    if stop.received is not None:
+        raise RunStoppedError(stop.received, output_dir, trainer.global_step)
     return summary
 
 
@@ -126,12 +155,6 @@ def _encoder_source(cfg: EncoderConfig, start: trained.TrainedModel | None) -> d
         return {"init_from": cfg.init_from, "checkpoint": str(start.source),
                 "started_from": start.info.get("encoder_source")}  # fmt: skip
     return {"pretrained": cfg.pretrained} if cfg.pretrained else {"pretrained": None}
-
-
-def _typed(node: DictConfig, cls: type):
-    """A config group as its dataclass (the schema already validated keys and types)."""
-    return cls(**{k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
-                  if k in cls.__dataclass_fields__})  # fmt: skip
 
 
 def _flat_hparams(cfg: DictConfig) -> dict:
@@ -144,11 +167,6 @@ def _flat_hparams(cfg: DictConfig) -> dict:
                 flat[f"{group}/{key}"] = str(value) if value is None else value
     flat["trainer/max_steps"] = cfg.trainer.get("max_steps", -1)
     return flat
-
-
-def _best_checkpoint(trainer: pl.Trainer) -> str | None:
-    callback = trainer.checkpoint_callback
-    return getattr(callback, "best_model_path", None) or None
 
 
 def format_summary(
@@ -183,12 +201,16 @@ def _hydra_main(cfg: DictConfig) -> float:
         return train(cfg)["best"]["val/score"]
     except MtlError as e:
         sys.exit(f"error: {e}")
+    except RunStoppedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 def main() -> float:
     """Entry point (`python -m mtl.train`, `mtl-train`); returns val/score at the best step
     (for sweepers that optimize)."""
     register()
+    sys.argv = sys.argv[:1] + resume_arguments(sys.argv[1:])
     return _hydra_main()
 
 

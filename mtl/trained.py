@@ -13,20 +13,17 @@ Evaluate, predict, export and `encoder.init_from` all read models through `load`
 from __future__ import annotations
 
 import json
-import pickle
-import zipfile
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import nn
 
 from mtl.encoder import Bert, BertConfig
 from mtl.errors import CheckpointError, MtlError
+from mtl.io import load_data, load_safetensors
 from mtl.model import CHECKPOINT_FORMAT, MultiTaskModel
 from mtl.tasks import Task, parse_task_specs, task_type
 from mtl.tokenizer import load_tokenizer, tokenizer_from_json
@@ -110,7 +107,7 @@ def read(path: Path) -> TrainedModel:
 
 
 def _read_checkpoint(path: Path) -> TrainedModel:
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_data(path)
     description = checkpoint.get("mtl_model") if isinstance(checkpoint, dict) else None
     if not isinstance(description, dict):
         raise CheckpointError(
@@ -129,22 +126,6 @@ def _read_checkpoint(path: Path) -> TrainedModel:
     return TrainedModel(model.eval(), tokenizer, info, path)
 
 
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint file read as data only; any failure is one line naming the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{path}: holds objects other than tensors and plain data; mtl reads checkpoints "
-            "as data only and will not run the code a pickle may hold"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or not a torch file?): {first}"
-        ) from None
-
-
 def _read_export(path: Path) -> TrainedModel:
     for name in ("config.json", "model.safetensors", HEADS_FILE, EXPORT_FILE):
         if not (path / name).is_file():
@@ -152,11 +133,8 @@ def _read_export(path: Path) -> TrainedModel:
     description = _read_json(path / EXPORT_FILE)
     _check_format(path / EXPORT_FILE, description.get("format"))
     info = dict(description["info"])
-    try:
-        model = MultiTaskModel(Bert.from_pretrained(path), _tasks(path, description["tasks"]))
-        heads = load_file(path / HEADS_FILE)
-    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: a file of the export cannot be read ({e})") from None
+    model = MultiTaskModel(Bert.from_pretrained(path), _tasks(path, description["tasks"]))
+    heads = load_safetensors(path / HEADS_FILE)
     _load_weights(path / HEADS_FILE, model.heads, heads)
     tokenizer = load_tokenizer(path, info["max_length"])
     return TrainedModel(model.eval(), tokenizer, info, path)

@@ -4,10 +4,14 @@
 +callbacks.initial._target_=probes.InitialWeights +callbacks.initial.path=FILE
 """
 
+import io
 import json
+import os
+import signal as signal_module
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from safetensors.torch import save_file
 
 
@@ -41,3 +45,55 @@ class InitialWeights(pl.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         state = {k: v.detach().clone().contiguous() for k, v in pl_module.state_dict().items()}
         save_file(state, self.path)
+
+
+class SignalAt(pl.Callback):
+    """Sends this process `signal` (KILL, TERM, INT) once `step` optimizer steps are done."""
+
+    def __init__(self, step: int, signal: str = "KILL") -> None:
+        self.step, self.signal = step, getattr(signal_module, f"SIG{signal}")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signal)
+
+
+class KillDuringCheckpointWrite(pl.Callback):
+    """SIGKILLs this process halfway through writing its `write`-th checkpoint file (counting
+    from 1): half of the bytes are on disk when it dies."""
+
+    def __init__(self, write: int) -> None:
+        self.write = write
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        real_save, count = torch.save, [0]
+
+        def dying_save(obj, f, *args, **kwargs):
+            if not isinstance(f, str | os.PathLike):  # an in-memory copy, not a file write
+                return real_save(obj, f, *args, **kwargs)
+            count[0] += 1
+            if count[0] < self.write:
+                return real_save(obj, f, *args, **kwargs)
+            buffer = io.BytesIO()
+            real_save(obj, buffer)
+            with open(f, "wb") as out:
+                out.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                out.flush()
+                os.fsync(out.fileno())
+            os.kill(os.getpid(), signal_module.SIGKILL)
+
+        torch.save = dying_save
+
+
+class PoisonWeights(pl.Callback):
+    """Fills the encoder's weights with NaN once `step` optimizer steps are done (a diverged
+    run, on demand)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for p in pl_module.encoder.parameters():
+                    p.fill_(float("nan"))

@@ -61,8 +61,9 @@ def test_task_spec_errors_name_task_and_key(tmp_path):
     assert compose_train("task.demo_complexity.loss_weight=2").task.demo_complexity.loss_weight == 2
     (tmp_path / "task").mkdir()
     (tmp_path / "task" / "typo.yaml").write_text("typo:\n  type: regression\n  fil: a.csv\n")
-    with pytest.raises(ConfigCompositionException, match=r"fil"):
-        compose_train(f"hydra.searchpath=[file://{tmp_path}]", "task=[typo]")
+    cfg = compose_train(f"hydra.searchpath=[file://{tmp_path}]", "task=[typo]")
+    with pytest.raises(ConfigError, match=r"task\.typo\.fil"):  # a task file without the
+        parse_task_specs(cfg.task)  # schema default is checked when the run starts
     with pytest.raises(ConfigError, match=r"task\.sst2\.labels"):
         parse_task_specs({"sst2": {"type": "classification", "file": "x", "labels": 3}})
     with pytest.raises(ConfigCompositionException) as refused:
@@ -70,6 +71,14 @@ def test_task_spec_errors_name_task_and_key(tmp_path):
     cause = str(refused.value.__cause__)
     assert "Invalid value 'ranking', expected one of [regression, classification]" in cause
     assert "full_key: task.demo_complexity.type" in cause
+
+
+def test_a_whole_task_can_be_given_on_the_command_line():
+    cfg = compose_train("+task.inline={type: regression, file: x.csv, label_column: y}")
+    spec = parse_task_specs(cfg.task)["inline"]
+    assert spec.file == "x.csv" and spec.label_column == "y" and spec.loss_weight == 1.0
+    with pytest.raises(ConfigError, match=r"task\.inline\.labl: "):
+        parse_task_specs(compose_train("+task.inline={type: regression, file: x, labl: y}").task)
 
 
 def test_data_root_comes_from_the_environment(monkeypatch, tmp_path):

@@ -22,7 +22,7 @@ from mtl.data.batching import collate
 from mtl.data.cache import TokenizedTexts, tokenize_cached
 from mtl.data.readers import Examples, ReadResult, read_examples
 from mtl.data.splits import split_indices
-from mtl.errors import ConfigError, DataError
+from mtl.errors import DataError
 from mtl.tasks import Task, TaskSpec, task_type
 from mtl.tokenizer import pad_id
 
@@ -158,12 +158,6 @@ def _read_splits(name: str, spec: TaskSpec, on_bad_row: str) -> tuple[dict[str, 
             examples[split], skipped = result.examples, skipped + result.skipped
         return examples, skipped
     split = spec.split
-    if not (split.val_fraction > 0 and split.test_fraction >= 0
-            and split.val_fraction + split.test_fraction < 1):  # fmt: skip
-        raise ConfigError(
-            f"task.{name}.split: val_fraction > 0, test_fraction >= 0 and their "
-            f"sum < 1 are needed, got {split.val_fraction} and {split.test_fraction}"
-        )
     result = read_examples(
         Path(spec.file), name, spec, group_column=split.group_column, on_bad_row=on_bad_row
     )  # type: ignore[arg-type]

@@ -74,9 +74,15 @@ def detect_format(path: Path, configured: str | None) -> str:
 
 def read_text(path: Path, encoding: str) -> str:
     """The whole file decoded; a decoding error names the line and suggests the encoding key."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    return decode(path.read_bytes(), str(path), encoding)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror})") from None
+    return decode(raw, str(path), encoding)
 
 
 def decode(raw: bytes, source: str, encoding: str) -> str:
@@ -98,40 +104,88 @@ Record = tuple[int, dict[str, str | None], str | None]  # (line, {column: value}
 
 
 def iter_records(path: Path | str, fmt: str, text: str) -> Iterator[Record]:
-    """One record per row; a record with a problem (e.g. too many fields) is a bad row. For
-    CSV/TSV the first record is the header, as a record of itself."""
+    """One record per row; a record with a problem (malformed JSON, a wrong number of fields,
+    a runaway quote) is a bad row. For CSV/TSV the first record is the header."""
     if fmt == "jsonl":
-        # split on "\n" only: JSON strings may hold raw U+2028 and other line separators
-        for line_no, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line_no}:{e.colno}: invalid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object, got {record!r:.40}")
-            yield line_no, *_json_values(record)
-        return
+        yield from _json_records(text)
+    else:
+        yield from _delimited_records(path, fmt, text)
+
+
+def _json_records(text: str) -> Iterator[Record]:
+    # split on "\n" only: JSON strings may hold raw U+2028 and other line separators
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield line_no, {}, f"invalid JSON at character {e.colno} ({e.msg})"
+            continue
+        if not isinstance(record, dict):
+            yield line_no, {}, f"expected a JSON object, got {record!r:.40}"
+            continue
+        yield line_no, *_json_values(record)
+
+
+def _delimited_records(path: Path | str, fmt: str, text: str) -> Iterator[Record]:
+    """CSV (RFC 4180 quoting) or TSV (no quoting). A quoted field may span lines; a quote that
+    never closes, or that leaves its row with the wrong number of fields, is a bad row named
+    by the line it opened on, and reading goes on from the next line."""
+    csv.field_size_limit(2**31 - 1)  # very long texts are fine: tokenization truncates them
     dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
-    reader = csv.reader(io.StringIO(text, newline=""), **dialect)
+    lines = io.StringIO(text, newline="").readlines()  # split as the csv module splits
+    reader = csv.reader(lines, strict=True, **dialect)
     try:
         header = next(reader)
     except StopIteration:
         raise DataError(f"{path}: the file is empty (expected a header row)") from None
+    except csv.Error as e:
+        raise DataError(f"{path}:1: the header row cannot be read ({e})") from None
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise DataError(f"{path}:1: column {twice[0]!r} appears more than once in the header")
     yield 1, {name: name for name in header}, None
-    start = reader.line_num + 1
-    for row in reader:
-        if row:
-            problem = None
-            if len(row) > len(header):
+    index = reader.line_num  # lines read so far
+    while index < len(lines):
+        reader, consumed = csv.reader(lines[index:], strict=True, **dialect), 0
+        try:
+            for row in reader:
+                start, span = index + consumed + 1, reader.line_num - consumed
+                consumed = reader.line_num
+                if not row:
+                    continue
+                if span > 1 and len(row) != len(header):
+                    yield (
+                        start,
+                        {},
+                        (
+                            f"a quote opened on line {start} runs over {span} lines and leaves "
+                            f"{len(row)} fields (the header has {len(header)}): a stray quote?"
+                        ),
+                    )
+                    break
+                problem = None
+                if len(row) > len(header):
+                    problem = (
+                        f"{len(row)} fields but the header has {len(header)} "
+                        "(an unquoted delimiter in the text?)"
+                    )
+                padded = row + [None] * (len(header) - len(row))  # short rows: missing columns
+                yield start, dict(zip(header, padded, strict=False)), problem
+            else:
+                return
+        except csv.Error as e:
+            start, span = index + consumed + 1, reader.line_num - consumed
+            if "unexpected end of data" in str(e):
                 problem = (
-                    f"{len(row)} fields but the header has {len(header)} "
-                    "(an unquoted delimiter in the text?)"
+                    f"the quote opened on line {start} is never closed (it runs over the "
+                    f"{span} lines to the end of the file)"
                 )
-            padded = row + [None] * (len(header) - len(row))  # short rows: missing columns
-            yield start, dict(zip(header, padded, strict=False)), problem
-        start = reader.line_num + 1
+            else:
+                problem = f"a quote opened on line {start} runs over {span} line(s), then: {e}"
+            yield start, {}, problem
+        index = start  # go on with the line after the bad row's first line
 
 
 def _json_values(record: dict) -> tuple[dict[str, str | None], str | None]:
@@ -180,6 +234,9 @@ def read_examples(
             ex.pairs.append(values[spec.text_pair_column])  # type: ignore[index]
         if ex.groups is not None:
             ex.groups.append(values[group_column])  # type: ignore[index]
+    if not result.examples and not result.skipped:
+        where = " after its header" if fmt != "jsonl" else ""
+        raise DataError(f"{path}: has no data rows{where}")
     return result
 
 

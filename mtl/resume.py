@@ -1,0 +1,65 @@
+"""Continue a stopped run: `python -m mtl.train resume=<run dir>` (or `resume=<file>.ckpt`).
+
+With a run directory, the run continues in that directory from its `checkpoints/last.ckpt`,
+with the overrides it was started with (plus any given now): the same TensorBoard log,
+metrics.json continued, `.hydra/` left as it was. With a checkpoint file, a new run
+directory starts from that checkpoint (give the same overrides as the stopped run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from mtl.errors import ConfigError
+from mtl.io import load_data
+
+
+def resume_arguments(argv: list[str]) -> list[str]:
+    """Command-line overrides with `resume=<run dir>` expanded into the run's own overrides,
+    its directory as Hydra's run directory, and no new `.hydra/` files."""
+    given = [a for a in argv if a.startswith("resume=")]
+    if not given or "-m" in argv or "--multirun" in argv:
+        return argv
+    run = Path(given[-1].split("=", 1)[1].strip("'\"")).expanduser()
+    saved = run / ".hydra" / "overrides.yaml"
+    if not run.is_dir() or not saved.is_file():
+        return argv  # a checkpoint file, or an error that train() reports
+    previous = yaml.safe_load(saved.read_text()) or []
+    now = [a for a in argv if not a.startswith("resume=")]
+    merged = {_key(o): o for o in previous + now}  # a key given now replaces the saved one
+    merged.pop("resume", None)
+    return [*merged.values(), f"resume={run}", f"hydra.run.dir={run}", "hydra.output_subdir=null"]
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def resume_checkpoint(resume: str | None, tasks: list[str]) -> Path | None:
+    """The checkpoint `resume` names, checked before training: an existing run directory
+    (its checkpoints/last.ckpt) or checkpoint file, written by mtl for the same tasks."""
+    if not resume:
+        return None
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise ConfigError(f"resume={resume}: the directory has no checkpoints/last.ckpt")
+    elif not path.is_file():
+        raise ConfigError(
+            f"resume={resume}: no such run directory or checkpoint file (give the directory of "
+            "the run to continue, or a .ckpt file)"
+        )
+    checkpoint = load_data(path)
+    description = checkpoint.get("mtl_model") if isinstance(checkpoint, dict) else None
+    if not isinstance(description, dict):
+        raise ConfigError(f"resume={resume}: {path} is not a checkpoint written by mtl.train")
+    trained_tasks = list(description.get("tasks", {}))
+    if sorted(trained_tasks) != sorted(tasks):
+        raise ConfigError(
+            f"resume={resume}: the checkpoint trained tasks {trained_tasks}, this run has "
+            f"{tasks}; resume with the same task=[...]"
+        )
+    return path
