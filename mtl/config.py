@@ -11,6 +11,7 @@ every task, and every other group, before the run starts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,11 @@ class TrainConfig:
     name: str = "train"  # a label for the run, shown in the summary
 
 
-def dirname(overrides: str, limit: int = 120) -> str:
-    """A sweep job's overrides as one safe directory name: no '/', at most `limit` characters."""
-    return overrides.replace("/", "_")[:limit]
+def dirname(overrides: str, limit: int = 200) -> str:
+    """A sweep job's overrides as one safe directory name: file paths shortened to their last
+    part, no '/', at most `limit` characters (file systems allow 255)."""
+    short = re.sub(r"=(?:[^,=\[\]]*/)+([^,/=\[\]]*)", r"=\1", overrides)
+    return short.replace("/", "_")[:limit]
 
 
 def register() -> None:

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal as signal_module
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -97,3 +98,17 @@ class PoisonWeights(pl.Callback):
             with torch.no_grad():
                 for p in pl_module.encoder.parameters():
                     p.fill_(float("nan"))
+
+
+class Timing(pl.Callback):
+    """Appends this process's id and when its training started and ended to a JSON-lines file."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.start = path, 0.0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.start = time.time()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"pid": os.getpid(), "start": self.start, "end": time.time()}) + "\n")

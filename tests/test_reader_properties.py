@@ -1,0 +1,84 @@
+"""Property-based: whatever bytes a data file holds, reading it either gives checked rows or
+raises mtl's own error (with the file named), never a library exception."""
+
+import csv
+import io
+import string
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mtl.data.readers import read_examples, read_table
+from mtl.errors import DataError
+from mtl.tasks import TaskSpec, TaskType
+
+SPECS = {
+    "regression": TaskSpec(type=TaskType.regression, file="x", text_column="t", label_column="y"),
+    "classification": TaskSpec(
+        type=TaskType.classification,
+        file="x",
+        text_column="t",
+        label_column="y",
+        text_pair_column="p",
+    ),  # fmt: skip
+}
+# text made of what breaks delimited files: delimiters, quotes, line breaks, a header's names
+TRICKY = st.text(alphabet=string.ascii_letters[:6] + ',"\t\r\n \\{}:[]' + "typ19.", max_size=300)
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def read_all(path: Path, fmt: str, on_bad_row: str) -> None:
+    for spec in SPECS.values():
+        spec.format = fmt
+        try:
+            result = read_examples(path, "t", spec, on_bad_row=on_bad_row)
+        except DataError as e:
+            assert str(path) in str(e)
+            continue
+        examples = result.examples
+        assert len(examples.texts) == len(examples.labels) == len(examples.lines)
+        assert all(text.strip() for text in examples.texts)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+@pytest.mark.parametrize("on_bad_row", ["error", "skip"])
+@SETTINGS
+@given(data=st.one_of(st.binary(max_size=400), TRICKY.map(lambda s: ("t,y,p\n" + s).encode())))
+def test_any_bytes_parse_or_raise_mtls_error(tmp_path, fmt, on_bad_row, data):
+    path = tmp_path / f"f.{fmt}"
+    path.write_bytes(data)
+    read_all(path, fmt, on_bad_row)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "lines"])
+@SETTINGS
+@given(text=TRICKY)
+def test_any_text_reads_as_a_table_or_raises_mtls_error(fmt, text):
+    try:
+        table = read_table("in", text, fmt)
+    except DataError as e:
+        assert str(e).startswith("in")
+        return
+    assert all(isinstance(values, dict) for _, values in table.rows)
+
+
+@SETTINGS
+@given(rows=st.lists(st.tuples(TRICKY, st.integers(-5, 5)), min_size=1, max_size=20))
+def test_quoted_csv_round_trips(tmp_path, rows):
+    """Any texts, written with standard CSV quoting (CRLF rows, so CR and LF in a text are
+    quoted), read back exactly, empty ones skipped and counted."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["t", "y"])
+    writer.writerows(rows)
+    path = tmp_path / "r.csv"
+    path.write_bytes(buffer.getvalue().encode())
+    spec = TaskSpec(type=TaskType.regression, file="x", text_column="t", label_column="y")
+    kept = [(text.strip(), float(y)) for text, y in rows if text.strip()]
+    result = read_examples(path, "t", spec, on_bad_row="skip")
+    assert list(zip(result.examples.texts, result.examples.labels, strict=True)) == kept
+    assert result.skipped == len(rows) - len(kept)
