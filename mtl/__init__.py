@@ -1,0 +1,5 @@
+"""mtl: multi-task transfer learning for text (one shared BERT encoder, a head per task)."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout holding conf/ and data/

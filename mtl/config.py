@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from mtl import ROOT
 from mtl.data.loading import DataConfig
 from mtl.model import OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig
 from mtl.tasks import TaskSpec
-
-ROOT = Path(__file__).resolve().parents[1]  # the checkout holding conf/ and data/
 
 
 @dataclass

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtl.errors import CheckpointError
-from mtl.io import atomic_save_safetensors, atomic_write_text, load_data, load_safetensors
+from mtl.io import atomic_write_text
+from mtl.tensor_files import atomic_save_safetensors, load_data, load_safetensors
 
 
 class Pooling(str, Enum):

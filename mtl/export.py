@@ -18,10 +18,11 @@ from pathlib import Path
 
 from mtl import cli
 from mtl.errors import MtlError
-from mtl.io import atomic_save_safetensors, atomic_write_text, fresh_directory
+from mtl.io import atomic_write_text, fresh_directory
 from mtl.model import CHECKPOINT_FORMAT
 from mtl.pretrained import save_pretrained
 from mtl.tasks import ClassificationTask, spec_dict
+from mtl.tensor_files import atomic_save_safetensors
 from mtl.trained import EXPORT_FILE, HEADS_FILE, TrainedModel, load
 
 

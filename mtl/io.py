@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import os
-import pickle
-import re
 import secrets
 import shutil
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import Tensor
-
-from mtl.errors import CheckpointError, MtlError
+from mtl.errors import MtlError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -53,10 +45,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def atomic_save_safetensors(tensors: dict[str, Tensor], path: str | Path) -> None:
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
-
-
 @contextmanager
 def fresh_directory(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of `path` to fill, then rename it to `path`: the directory
@@ -74,33 +62,3 @@ def fresh_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def load_data(path: str | Path) -> dict:
-    """A torch file (checkpoint, pytorch_model.bin) read as data only: tensors and plain
-    values, never code. Any failure is one line naming the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if found:
-            raise CheckpointError(
-                f"{path}: holds objects other than tensors and plain data ({found[1]}); mtl "
-                "reads checkpoints as data only and will not run the code a pickle may hold"
-            ) from None
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated, damaged, or not a torch file)"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or not a torch file?): {first}"
-        ) from None
-
-
-def load_safetensors(path: str | Path) -> dict[str, Tensor]:
-    """A safetensors file; a damaged one is one line naming the file."""
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None

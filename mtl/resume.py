@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from mtl.errors import ConfigError
-from mtl.io import load_data
+from mtl.tensor_files import load_data
 
 
 def resume_arguments(argv: list[str]) -> list[str]:

@@ -23,9 +23,9 @@ from torch import nn
 
 from mtl.encoder import Bert, BertConfig
 from mtl.errors import CheckpointError, MtlError
-from mtl.io import load_data, load_safetensors
 from mtl.model import CHECKPOINT_FORMAT, MultiTaskModel
 from mtl.tasks import Task, parse_task_specs, task_type
+from mtl.tensor_files import load_data, load_safetensors
 from mtl.tokenizer import load_tokenizer, tokenizer_from_json
 
 EXPORT_FILE = "mtl.json"  # marks an exported model directory

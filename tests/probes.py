@@ -111,4 +111,6 @@ class Timing(pl.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps({"pid": os.getpid(), "start": self.start, "end": time.time()}) + "\n")
+            f.write(
+                json.dumps({"pid": os.getpid(), "start": self.start, "end": time.time()}) + "\n"
+            )

@@ -54,6 +54,8 @@ def test_slurm_launcher_config_composes_to_submitit():
             return_hydra_config=True,
         )  # fmt: skip
     launcher = cfg.hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (
+        launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    )
     assert launcher.timeout_min == 240 and launcher.signal_delay_s == 120
     check_targets(cfg)  # an allowed place and kind for _target_

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from mtl.io import atomic_save_safetensors
+from mtl.tensor_files import atomic_save_safetensors
 from mtl.tokenizer import encode
 
 log = logging.getLogger(__name__)
