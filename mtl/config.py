@@ -19,10 +19,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from mtl import ROOT
+from mtl.cv import CVConfig
 from mtl.data.loading import DataConfig
 from mtl.model import OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig
 from mtl.tasks import TaskSpec
+from mtl.transfer import TransferConfig
 
 
 @dataclass
@@ -42,6 +44,8 @@ class TrainConfig:
     trainer: dict[str, Any] = field(default_factory=dict)
     logger: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
     paths: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     resume: str | None = None  # a checkpoint (e.g. <run>/checkpoints/last.ckpt) to continue from
@@ -55,10 +59,17 @@ def dirname(overrides: str, limit: int = 200) -> str:
     return short.replace("/", "_")[:limit]
 
 
+def per_task(steps: int, *, _root_) -> int:
+    """`${mtl_per_task:N}`: N steps for every task of the run, so with uniform sampling each
+    task trains about N steps however many tasks there are (for fair single- vs multi-task)."""
+    return int(steps) * len(_root_.task)
+
+
 def register() -> None:
     """Make the schema and the config resolvers known to Hydra (before composing)."""
     if not OmegaConf.has_resolver("mtl_root"):
         OmegaConf.register_new_resolver("mtl_root", lambda: str(ROOT))
         OmegaConf.register_new_resolver("mtl_dirname", dirname)
+        OmegaConf.register_new_resolver("mtl_per_task", per_task)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     ConfigStore.instance().store(group="schema", name="task", node=TaskSpec)

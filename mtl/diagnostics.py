@@ -3,13 +3,15 @@
 Every `every_n_steps` steps, one fixed training batch per task is run through the model and the
 gradient of each task's loss on the shared encoder g_i is taken (no update). Logged:
 `grad/norm/<task>` = ‖g_i‖, `grad/cos/<a>~<b>` = g_a·g_b / (‖g_a‖‖g_b‖), and the cosine
-matrix as a heatmap image `grad/cosine` (blue = aligned, red = conflicting) in TensorBoard.
+matrix as a heatmap `grad/cosine` (task names on the axes, values in the cells, blue = aligned,
+red = conflicting) in TensorBoard's images.
 """
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
@@ -37,7 +39,7 @@ class GradientDiagnostics(pl.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("grad/cosine", heatmap(cos), step, dataformats="HWC")
+                logger.experiment.add_figure("grad/cosine", cosine_figure(cos, names), step)
 
 
 @torch.enable_grad()
@@ -57,9 +59,21 @@ def task_gradients(pl_module, batches: dict[str, dict]) -> dict[str, Tensor]:
     return grads
 
 
-def heatmap(matrix: Tensor, cell: int = 32) -> Tensor:
-    """A (K·cell, K·cell, 3) image of values in [-1, 1]: white at 0, blue +1, red −1."""
-    m = matrix.detach().float().clamp(-1, 1).cpu()
-    pos, neg = m.clamp(min=0), (-m).clamp(min=0)
-    rgb = torch.stack([1 - pos, 1 - pos - neg, 1 - neg], dim=-1).clamp(0, 1)  # (K, K, 3)
-    return rgb.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+def cosine_figure(matrix: Tensor, names: list[str]) -> Figure:
+    """The task-gradient cosine matrix as a heatmap: task names on both axes, each value in its
+    cell, a colour scale from red (-1, conflicting) through white (0) to blue (+1, aligned)."""
+    m = matrix.detach().float().cpu().numpy()
+    size = 1.2 + 0.9 * len(names)
+    figure = Figure(figsize=(size + 1.2, size))
+    ax = figure.subplots()
+    image = ax.imshow(m, cmap="RdBu", vmin=-1, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=9,
+                    color="white" if abs(m[i, j]) > 0.6 else "black")  # fmt: skip
+    figure.colorbar(image, ax=ax, label="cosine of task gradients on the encoder")
+    ax.set_title("Task gradient cosines")
+    figure.tight_layout()
+    return figure

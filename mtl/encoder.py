@@ -246,8 +246,11 @@ class Bert(nn.Module):
         return [list(self.embeddings.parameters())] + [list(m.parameters()) for m in self.layers]
 
     def freeze(self, embeddings: bool = False, layers: int = 0) -> None:
-        """Stop gradients into the embeddings and/or the bottom `layers` transformer layers."""
-        if not 0 <= layers <= len(self.layers):
+        """Stop gradients into the embeddings and/or the bottom `layers` transformer layers
+        (a negative number -k: all but the top k layers)."""
+        if layers < 0:
+            layers = max(0, len(self.layers) + layers)
+        if layers > len(self.layers):
             raise ValueError(f"cannot freeze {layers} layers of a {len(self.layers)}-layer encoder")
         groups = self.layer_groups()
         frozen = ([groups[0]] if embeddings else []) + groups[1 : 1 + layers]

@@ -38,18 +38,39 @@ def evaluate(
     progress: bool = False,
 ) -> dict[str, float]:
     """`<prefix>/<task>/<metric>` for each task's dataset, and `<prefix>/score`."""
-    device = torch.device(device)
     model = trained.model.to(device)
     metrics = model.new_metrics().to(device)
+    for part in _parts(trained, datasets, device, batch_size, progress):
+        with trained.autocast(torch.device(device)):
+            model.update_metrics(metrics, part)
+    return model.compute_metrics(metrics, prefix)
+
+
+@torch.inference_mode()
+def predictions(
+    trained: TrainedModel, datasets: dict[str, TaskDataset], device: torch.device | str = "cpu"
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per task: (predictions in label space, labels), in the dataset's row order."""
+    model = trained.model.to(device)
+    out: dict[str, tuple[Tensor, Tensor]] = {}
+    for name, dataset in datasets.items():
+        predicted = torch.empty_like(dataset.targets)
+        for part in _parts(trained, {name: dataset}, device, None, False):
+            with trained.autocast(torch.device(device)):
+                values = trained.tasks[name].predict(model(part))
+            predicted[part["rows"].cpu()] = values.to(predicted.dtype).cpu()
+        out[name] = (predicted, dataset.targets)
+    return out
+
+
+def _parts(trained: TrainedModel, datasets: dict[str, TaskDataset], device, batch_size, progress):
+    """Each dataset in length-sorted batches of the model's evaluation size, on `device`."""
     size = batch_size or trained.info.get("eval_batch_size", 64)
     for name, dataset in datasets.items():
         batches = sorted_batches(dataset.lengths, size)
         for rows in tqdm(batches, disable=not progress, desc=f"evaluate {name}"):
-            part = {k: v.to(device) if isinstance(v, Tensor) else v
-                    for k, v in dataset.batch(rows).items()}  # fmt: skip
-            with trained.autocast(device):
-                model.update_metrics(metrics, part)
-    return model.compute_metrics(metrics, prefix)
+            yield {k: v.to(device) if isinstance(v, Tensor) else v
+                   for k, v in dataset.batch(rows).items()}  # fmt: skip
 
 
 def split_datasets(trained: TrainedModel, split: str) -> dict[str, TaskDataset]:

@@ -36,6 +36,7 @@ class OptimizerConfig:
     eps: float = 1e-8
     fused: bool | None = None  # None: fused kernel wherever the device supports it
     max_grad_norm: float | None = 1.0  # clip the global gradient norm; None: no clipping
+    layer_decay: float | None = None  # layer-wise lr decay: lr·decay^(depth from the top layer)
 
 
 class Decay(str, Enum):
@@ -113,7 +114,10 @@ class MultiTaskModel(pl.LightningModule):
         self._grad_norm: float | None = None
 
     def encode(self, batch: dict) -> Tensor:
-        """input_ids, attention_mask, token_type_ids (B, T) -> the sentence vectors (B, C)."""
+        """input_ids, attention_mask, token_type_ids (B, T) -> the sentence vectors (B, C), or
+        the batch's cached ones (feature extraction with a frozen encoder)."""
+        if "features" in batch:
+            return batch["features"]
         return self.encoder(
             batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
         ).pooled
@@ -239,17 +243,21 @@ class MultiTaskModel(pl.LightningModule):
         metrics[name].update(self.tasks[name].predict(self(part)), part["labels"])
 
     def compute_metrics(self, metrics: nn.ModuleDict, prefix: str) -> dict[str, float]:
-        """<prefix>/<task>/<metric> for each task with data, and <prefix>/score = the mean of
-        their scores; the states are reset."""
-        results, scores = {}, []
+        """<prefix>/<task>/<metric> and <prefix>/<task>/score for each task with data, and
+        <prefix>/score = Σ w·score / Σ w with w a task's `score_weight` (tasks with weight 0
+        are auxiliary: reported, but not deciding); the states are reset."""
+        results, weighted, weights = {}, 0.0, 0.0
         for name, task in self.tasks.items():
             if not any(m.update_called for m in metrics[name].values()):
                 continue  # no rows of this task in this evaluation
             values = {k: float(v) for k, v in metrics[name].compute().items()}
             metrics[name].reset()
+            values["score"] = task.score(values)
             results.update({f"{prefix}/{name}/{k}": v for k, v in values.items()})
-            scores.append(task.score(values))
-        results[f"{prefix}/score"] = sum(scores) / len(scores)
+            weighted += task.spec.score_weight * values["score"]
+            weights += task.spec.score_weight
+        if weights > 0:
+            results[f"{prefix}/score"] = weighted / weights
         return results
 
     # ---- checkpoints: random state for exact resume ---------------------------------------
@@ -290,16 +298,32 @@ class MultiTaskModel(pl.LightningModule):
 
     # ---- optimizer ------------------------------------------------------------------------
 
+    def parameter_parts(self) -> list[tuple[str, list[nn.Parameter], float]]:
+        """(name, parameters, learning rate): the encoder (one part, or with
+        `optimizer.layer_decay` one per layer, lr·decay^(depth from the top layer); Clark et
+        al. 2020, ELECTRA), and the heads with the balancer's learned weights."""
+        cfg = self.optimizer_cfg
+        heads = list(self.heads.parameters()) + list(self.balancer.parameters())
+        if not cfg.layer_decay:
+            return [
+                ("encoder", list(self.encoder.parameters()), cfg.lr),
+                ("heads", heads, cfg.head_lr),
+            ]
+        groups = self.encoder.layer_groups()  # [embeddings, layer 0, ..., layer L-1]
+        names = ["encoder/embeddings"] + [f"encoder/layer{i}" for i in range(len(groups) - 1)]
+        depth = len(groups) - 1
+        parts = [
+            (n, g, cfg.lr * cfg.layer_decay ** (depth - i))
+            for i, (n, g) in enumerate(zip(names, groups, strict=True))
+        ]
+        return [*parts, ("heads", heads, cfg.head_lr)]
+
     def configure_optimizers(self):
         cfg = self.optimizer_cfg
         groups = []
-        parts = (
-            ("encoder", self.encoder, cfg.lr),
-            ("heads", nn.ModuleList([self.heads, self.balancer]), cfg.head_lr),
-        )
-        for part, module, lr in parts:
+        for part, params, lr in self.parameter_parts():
             decay, no_decay = [], []
-            for p in module.parameters():
+            for p in params:
                 if p.requires_grad:
                     (no_decay if p.ndim < 2 else decay).append(p)  # biases, LayerNorm, σ
             groups += [

@@ -70,7 +70,7 @@ class EncoderConfig:
     attention: Attention = Attention.auto
     dropout: float | None = None  # None: the checkpoint's own
     freeze_embeddings: bool = False
-    freeze_layers: int = 0  # bottom layers frozen; = num_layers with embeddings: feature extraction
+    freeze_layers: int = 0  # bottom layers frozen; -k: all but the top k layers
     # Architecture when pretrained is null (training from scratch); vocab from the tokenizer.
     hidden_size: int = 384
     num_layers: int = 6

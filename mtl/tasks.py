@@ -32,11 +32,13 @@ from torchmetrics import (
     F1Score,
     MeanAbsoluteError,
     MeanSquaredError,
+    Metric,
     MetricCollection,
     PearsonCorrCoef,
     R2Score,
     SpearmanCorrCoef,
 )
+from torchmetrics.utilities import dim_zero_cat
 
 from mtl.errors import ConfigError, DataError
 
@@ -63,6 +65,8 @@ class SplitSpec:
     test_fraction: float = 0.0
     seed: int = 0
     group_column: str | None = None  # rows sharing this value land in the same split
+    folds: int = 0  # cross-validation: K folds of the groups; the test split is fold `fold`
+    fold: int = 0
 
 
 @dataclass
@@ -88,6 +92,8 @@ class TaskSpec:
     head: HeadSpec = field(default_factory=HeadSpec)
     loss: Loss | None = None  # regression: mse | huber | l1; classification: cross_entropy
     loss_weight: float = 1.0
+    score_weight: float = 1.0  # weight in val/score; 0: an auxiliary task (trained, reported)
+    mapped_rmse: bool = False  # regression: also RMSE after a cubic map to the labels (GermEval)
 
 
 def parse_task_specs(tasks: DictConfig | dict) -> dict[str, TaskSpec]:
@@ -115,6 +121,7 @@ def parse_task_specs(tasks: DictConfig | dict) -> dict[str, TaskSpec]:
         for key, value, ok, allowed in (
             ("train_fraction", spec.train_fraction, 0 < spec.train_fraction <= 1, "in (0, 1]"),
             ("loss_weight", spec.loss_weight, spec.loss_weight >= 0, ">= 0"),
+            ("score_weight", spec.score_weight, spec.score_weight >= 0, ">= 0"),
             ("head.dropout", spec.head.dropout, 0 <= spec.head.dropout < 1, "in [0, 1)"),
             ("head.hidden", spec.head.hidden, (spec.head.hidden or 1) > 0, "> 0 or null"),
             ("split.val_fraction", split.val_fraction, 0 < split.val_fraction < 1, "in (0, 1)"),
@@ -122,11 +129,18 @@ def parse_task_specs(tasks: DictConfig | dict) -> dict[str, TaskSpec]:
              "in [0, 1)"),
             ("split", f"{split.val_fraction} + {split.test_fraction}",
              split.val_fraction + split.test_fraction < 1, "val_fraction + test_fraction < 1"),
+            ("split.folds", split.folds, split.folds == 0 or split.folds >= 2, "0 or >= 2"),
+            ("split.fold", split.fold, split.folds == 0 or 0 <= split.fold < split.folds,
+             "in [0, folds)"),
+            ("split.test_fraction", split.test_fraction,
+             split.folds == 0 or split.test_fraction == 0, "0 with folds (a fold is the test)"),
         ):  # fmt: skip
             if not ok:
                 raise ConfigError(f"task.{name}.{key}: must be {allowed}, got {value}")
         TASK_TYPES[spec.type].check_spec(name, spec)
         specs[name] = spec
+    if not any(spec.score_weight > 0 for spec in specs.values()):
+        raise ConfigError("task.*.score_weight: at least one task needs a score_weight > 0")
     return specs
 
 
@@ -269,15 +283,16 @@ class RegressionTask(Task):
         return y.clamp(*self.spec.range) if self.spec.range else y
 
     def metrics(self) -> MetricCollection:
-        return MetricCollection(
-            {
-                "rmse": MeanSquaredError(squared=False),
-                "mae": MeanAbsoluteError(),
-                "pearson": PearsonCorrCoef(),
-                "spearman": SpearmanCorrCoef(),
-                "r2": R2Score(),
-            }
-        )
+        metrics = {
+            "rmse": MeanSquaredError(squared=False),
+            "mae": MeanAbsoluteError(),
+            "pearson": PearsonCorrCoef(),
+            "spearman": SpearmanCorrCoef(),
+            "r2": R2Score(),
+        }
+        if self.spec.mapped_rmse:
+            metrics["rmse_mapped"] = MappedRMSE()
+        return MetricCollection(metrics)
 
     def score(self, values: dict[str, float]) -> float:
         return values["r2"]
@@ -365,6 +380,36 @@ class ClassificationTask(Task):
 
     def score(self, values: dict[str, float]) -> float:
         return values["f1"]
+
+
+class MappedRMSE(Metric):
+    """RMSE after mapping predictions to labels with a least-squares polynomial of `degree`
+    (3: the GermEval 2022 text-complexity convention), fitted on the evaluated rows: it
+    forgives a monotone miscalibration and measures what a calibration cannot fix."""
+
+    full_state_update = False
+
+    def __init__(self, degree: int = 3) -> None:
+        super().__init__()
+        self.degree = degree
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        self.preds.append(preds.detach().double().flatten())
+        self.target.append(target.detach().double().flatten())
+
+    def compute(self) -> Tensor:
+        return mapped_rmse(dim_zero_cat(self.preds), dim_zero_cat(self.target), self.degree)
+
+
+def mapped_rmse(preds: Tensor, target: Tensor, degree: int = 3) -> Tensor:
+    """sqrt(mean((p(x) - y)²)) with p the degree-`degree` polynomial fitted to (x, y)."""
+    x = preds.double()
+    scale = x.abs().max().clamp(min=1.0)  # a better-conditioned Vandermonde matrix
+    powers = torch.stack([(x / scale) ** k for k in range(degree + 1)], dim=1)  # (N, d+1)
+    coef = torch.linalg.lstsq(powers, target.double().unsqueeze(1)).solution
+    return ((powers @ coef).squeeze(1) - target.double()).pow(2).mean().sqrt()
 
 
 TASK_TYPES: dict[TaskType, type[Task]] = {t.type: t for t in (RegressionTask, ClassificationTask)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -19,6 +20,7 @@ from mtl import cli, trained
 from mtl.callbacks import MetricsFile
 from mtl.checkpointing import AtomicCheckpointIO, GracefulStop, RunCheckpoints
 from mtl.config import ROOT, DataSettings, register
+from mtl.cv import cross_validate
 from mtl.data.datamodule import MultiTaskDataModule, steps_per_epoch
 from mtl.data.loading import load_tasks
 from mtl.errors import ConfigError, MtlError
@@ -28,7 +30,8 @@ from mtl.instantiate import build
 from mtl.model import MultiTaskModel, OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig, build_encoder
 from mtl.resume import resume_arguments, resume_checkpoint
-from mtl.tasks import parse_task_specs
+from mtl.tasks import TaskSpec, parse_task_specs
+from mtl.transfer import GradualUnfreezing, TransferConfig, cache_features
 from mtl.validation import check_config, typed
 
 log = logging.getLogger("mtl.train")
@@ -46,12 +49,18 @@ class RunStoppedError(Exception):
         )
 
 
+def check_run(cfg: DictConfig) -> tuple[dict[str, TaskSpec], Path | None]:
+    """What is checked before anything is built: the config (unknown keys, ranges, _target_),
+    the task specs, and the checkpoint to resume from."""
+    check_config(cfg)
+    specs = parse_task_specs(cfg.task)
+    return specs, resume_checkpoint(cfg.resume, list(specs))
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one training job from a composed config; returns the metrics.json content."""
     output_dir = Path(cfg.paths.output_dir)
-    check_config(cfg)  # unknown keys, ranges, _target_: before anything is built
-    specs = parse_task_specs(cfg.task)
-    resume = resume_checkpoint(cfg.resume, list(specs))
+    specs, resume = check_run(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     encoder_cfg = typed(cfg, "encoder", EncoderConfig)
     start = trained.load(encoder_cfg.init_from) if encoder_cfg.init_from else None
@@ -110,12 +119,22 @@ def train(cfg: DictConfig) -> dict:
     stop = GracefulStop()
     callbacks = [build(f"callbacks.{k}", c) for k, c in cfg.callbacks.items() if c is not None]
     callbacks += [TaskFeedback(task_sampler), metrics_file, stop]
+    transfer = typed(cfg, "transfer", TransferConfig)
+    if transfer.unfreeze_every:
+        callbacks.append(GradualUnfreezing(transfer.unfreeze_every))
     loggers = [build(f"logger.{k}", c) for k, c in cfg.logger.items()]
     trainer: pl.Trainer = build(
         "trainer", cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
+    if transfer.unfreeze_every and trainer.world_size > 1:
+        raise ConfigError("transfer.unfreeze_every: gradual unfreezing is single-process")
+    if transfer.features:  # the frozen encoder's sentence vectors, once
+        cache_features(encoder, data, run_info["precision"], trainer.strategy.root_device,
+                       data_cfg.eval_batch_size)  # fmt: skip
+    hparams = _flat_hparams(cfg)
     for lg in loggers:
-        lg.log_hyperparams(_flat_hparams(cfg))
+        lg.log_hyperparams(hparams)
+    started = time.monotonic()
     try:
         if resume:
             log.info("resuming from %s", resume)
@@ -131,6 +150,7 @@ def train(cfg: DictConfig) -> dict:
             metrics_file.write()
         raise
 
+    metrics_file.extra["train_seconds"] = round(time.monotonic() - started, 1)
     checkpoints = next((c for c in callbacks if isinstance(c, RunCheckpoints)), None)
     checkpoint = (checkpoints.best_model_path or None) if checkpoints else None
     metrics_file.extra["best_checkpoint"] = checkpoint
@@ -143,6 +163,9 @@ def train(cfg: DictConfig) -> dict:
     summary = metrics_file.summary()
     if trainer.is_global_zero:
         metrics_file.write()
+        for lg in loggers:  # TensorBoard's HPARAMS tab: the settings beside their results
+            lg.log_hyperparams(hparams, metrics=_hparam_metrics(summary))
+            lg.finalize("success")  # written to disk before the process ends
         print(format_summary(summary, list(tasks), output_dir, checkpoint))
     if stop.received is not None:
         raise RunStoppedError(stop.received, output_dir, trainer.global_step)
@@ -157,10 +180,21 @@ def _encoder_source(cfg: EncoderConfig, start: trained.TrainedModel | None) -> d
     return {"pretrained": cfg.pretrained} if cfg.pretrained else {"pretrained": None}
 
 
+def _hparam_metrics(summary: dict) -> dict[str, float]:
+    """The results shown beside each run's settings: best and final validation scores and
+    task metrics (hparams/best/..., hparams/final/...)."""
+    return {
+        f"hparams/{part}/{key[4:]}": value
+        for part in ("best", "final")
+        for key, value in (summary[part] or {}).items()
+        if key.startswith("val/")
+    }
+
+
 def _flat_hparams(cfg: DictConfig) -> dict:
     """Scalar settings for TensorBoard's HPARAMS tab: task list, encoder, sampler, optimizer."""
     flat = {"tasks": ",".join(cfg.task), "seed": cfg.seed}
-    for group in ("encoder", "sampler", "balancer", "optimizer", "scheduler", "data"):
+    for group in ("encoder", "sampler", "balancer", "optimizer", "scheduler", "data", "transfer"):
         container = OmegaConf.to_container(cfg[group], resolve=True, enum_to_str=True)
         for key, value in container.items():
             if isinstance(value, str | int | float | bool) or value is None:
@@ -196,8 +230,12 @@ def format_summary(
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
+    """One run, or a cross-validation of K runs; returns the score a sweeper maximizes: the
+    best validation score, or the pooled out-of-fold score."""
     cli.quiet_known_warnings()
     try:
+        if cfg.cv.folds:
+            return cross_validate(cfg, train)["pooled_score"]
         return train(cfg)["best"]["val/score"]
     except MtlError as e:
         sys.exit(f"error: {e}")

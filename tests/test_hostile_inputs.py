@@ -13,15 +13,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from probes import read_trace
 
 from mtl.data.loading import DataConfig, OnBadRow, load_task
 from mtl.errors import MtlError
-from mtl.pretrained import resolve_pretrained
+from mtl.pretrained import EncoderConfig, build_encoder, resolve_pretrained
 from mtl.tasks import TaskSpec, TaskType
 from mtl.tokenizer import load_tokenizer
+from mtl.train import check_run
+from mtl.validation import typed
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = ["encoder=tiny", "trainer.max_steps=4", "trainer.val_check_interval=2"]
 ROWS = "".join(f"row {i},{i % 7}\n" for i in range(40))
 
@@ -110,39 +114,55 @@ def write_file(tmp_path: Path, name: str, data: bytes) -> Path:
     return tmp_path / name
 
 
-# (id, setup(tmp_path) -> extra arguments, expected error regex)
+# (id, through: "cli" runs `python -m mtl.train`; "check" runs, in this process, the checks the
+#  command runs before it builds anything; setup(tmp_path) -> overrides, expected error regex)
 # fmt: off
-CLI_CASES = [
-    ("misspelt-plus-key", lambda t: ["+encoder.poolng=cls"], r"encoder\.poolng: unknown key \(did you mean encoder\.pooling\?\)"),
-    ("misspelt-plus-data-key", lambda t: ["+data.batchsize=8"], r"data\.batchsize: unknown key \(did you mean data\.batch_size\?\)"),
-    ("misspelt-trainer-argument", lambda t: ["+trainer.max_stepz=8"], r"trainer\.max_stepz: unknown key \(did you mean trainer\.max_steps\?\)"),
-    ("misspelt-sampler-argument", lambda t: ["+sampler.temprature=3"], r"sampler\.temprature: unknown key \(did you mean sampler\.temperature\?\)"),
-    ("negative-batch-size", lambda t: ["data.batch_size=-4"], r"data\.batch_size: must be > 0, got -4"),
-    ("zero-batch-size", lambda t: ["data.batch_size=0"], r"data\.batch_size: must be > 0, got 0"),
-    ("zero-eval-batch-size", lambda t: ["data.eval_batch_size=0"], r"data\.eval_batch_size: must be > 0, got 0"),
-    ("negative-max-length", lambda t: ["encoder.max_length=-5"], r"encoder\.max_length: must be > 2 \(it counts \[CLS\] and \[SEP\]\), got -5"),
-    ("negative-steps", lambda t: ["trainer.max_steps=-1"], r"trainer\.max_steps: must be a number of steps > 0, got -1"),
-    ("train-fraction", lambda t: ["task.demo_complexity.train_fraction=1.5"], r"task\.demo_complexity\.train_fraction: must be in \(0, 1\], got 1\.5"),
-    ("resume-keyword", lambda t: ["resume=last"], r"resume=last: no such run directory or checkpoint file"),
-    ("resume-run-without-checkpoint", lambda t: [f"resume={t}"], r"resume=.*: the directory has no checkpoints/last\.ckpt"),
-    ("resume-empty-file", lambda t: [f"resume={write_file(t, 'empty.ckpt', b'')}"], r"empty\.ckpt: not a readable checkpoint \(truncated"),
-    ("resume-random-bytes", lambda t: [f"resume={write_file(t, 'random.ckpt', random.Random(0).randbytes(5000))}"], r"random\.ckpt: not a readable checkpoint"),
-    ("resume-pickle", lambda t: [f"resume={write_file(t, 'pickle.ckpt', pickle.dumps(Path('x')))}"], r"pickle\.ckpt: (holds objects other than tensors|not a readable checkpoint)"),
-    ("run-dir-is-a-file", lambda t: [f"hydra.run.dir={write_file(t, 'a_file', b'x')}"], r"hydra\.run\.dir=.*a_file is an existing file, not a directory"),
-    ("target-in-a-task-file", lambda t: global_task_file(t, f"callbacks:\n  evil:\n    _target_: builtins.open\n    file: {t}/pwned\n    mode: w\n"), r"callbacks\.evil\._target_: 'builtins\.open' is not a class"),
-    ("target-outside-object-keys", lambda t: global_task_file(t, "paths:\n  evil:\n    _target_: torch.load\n"), r"paths\.evil\._target_: objects are built only at trainer, logger\.\*, callbacks\.\*"),
-    ("target-of-the-wrong-kind", lambda t: global_task_file(t, "logger:\n  evil:\n    _target_: pytorch_lightning.callbacks.EarlyStopping\n"), r"logger\.evil\._target_: pytorch_lightning\.callbacks\.EarlyStopping is not a pytorch_lightning\.loggers\.Logger"),
-    ("truncated-model-safetensors", lambda t: broken_encoder(t, "model.safetensors"), r"model\.safetensors: not a readable safetensors file"),
-    ("truncated-config-json", lambda t: broken_encoder(t, "config.json"), r"config\.json: not valid JSON"),
+SETTING_CASES = [
+    ("misspelt-plus-key", "cli", lambda t: ["+encoder.poolng=cls"], r"encoder\.poolng: unknown key \(did you mean encoder\.pooling\?\)"),
+    ("misspelt-plus-data-key", "check", lambda t: ["+data.batchsize=8"], r"data\.batchsize: unknown key \(did you mean data\.batch_size\?\)"),
+    ("misspelt-trainer-argument", "check", lambda t: ["+trainer.max_stepz=8"], r"trainer\.max_stepz: unknown key \(did you mean trainer\.max_steps\?\)"),
+    ("misspelt-sampler-argument", "check", lambda t: ["+sampler.temprature=3"], r"sampler\.temprature: unknown key \(did you mean sampler\.temperature\?\)"),
+    ("negative-batch-size", "cli", lambda t: ["data.batch_size=-4"], r"data\.batch_size: must be > 0, got -4"),
+    ("zero-batch-size", "check", lambda t: ["data.batch_size=0"], r"data\.batch_size: must be > 0, got 0"),
+    ("zero-eval-batch-size", "check", lambda t: ["data.eval_batch_size=0"], r"data\.eval_batch_size: must be > 0, got 0"),
+    ("negative-max-length", "check", lambda t: ["encoder.max_length=-5"], r"encoder\.max_length: must be > 2 \(it counts \[CLS\] and \[SEP\]\), got -5"),
+    ("negative-steps", "check", lambda t: ["trainer.max_steps=-1"], r"trainer\.max_steps: must be a number of steps > 0, got -1"),
+    ("train-fraction", "check", lambda t: ["task.demo_complexity.train_fraction=1.5"], r"task\.demo_complexity\.train_fraction: must be in \(0, 1\], got 1\.5"),
+    ("resume-keyword", "cli", lambda t: ["resume=last"], r"resume=last: no such run directory or checkpoint file"),
+    ("resume-run-without-checkpoint", "check", lambda t: [f"resume={t}"], r"resume=.*: the directory has no checkpoints/last\.ckpt"),
+    ("resume-empty-file", "check", lambda t: [f"resume={write_file(t, 'empty.ckpt', b'')}"], r"empty\.ckpt: not a readable checkpoint \(truncated"),
+    ("resume-random-bytes", "check", lambda t: [f"resume={write_file(t, 'random.ckpt', random.Random(0).randbytes(5000))}"], r"random\.ckpt: not a readable checkpoint"),
+    ("resume-pickle", "cli", lambda t: [f"resume={write_file(t, 'pickle.ckpt', pickle.dumps(Path('x')))}"], r"pickle\.ckpt: (holds objects other than tensors|not a readable checkpoint)"),
+    ("run-dir-is-a-file", "cli", lambda t: [f"hydra.run.dir={write_file(t, 'a_file', b'x')}"], r"hydra\.run\.dir=.*a_file is an existing file, not a directory"),
+    ("target-in-a-task-file", "cli", lambda t: global_task_file(t, f"callbacks:\n  evil:\n    _target_: builtins.open\n    file: {t}/pwned\n    mode: w\n"), r"callbacks\.evil\._target_: 'builtins\.open' is not a class"),
+    ("target-outside-object-keys", "check", lambda t: global_task_file(t, "paths:\n  evil:\n    _target_: torch.load\n"), r"paths\.evil\._target_: objects are built only at trainer, logger\.\*, callbacks\.\*"),
+    ("target-of-the-wrong-kind", "check", lambda t: global_task_file(t, "logger:\n  evil:\n    _target_: pytorch_lightning.callbacks.EarlyStopping\n"), r"logger\.evil\._target_: pytorch_lightning\.callbacks\.EarlyStopping is not a pytorch_lightning\.loggers\.Logger"),
+    ("truncated-model-safetensors", "cli", lambda t: broken_encoder(t, "model.safetensors"), r"model\.safetensors: not a readable safetensors file"),
+    ("truncated-config-json", "check", lambda t: broken_encoder(t, "config.json"), r"config\.json: not valid JSON"),
 ]
 # fmt: on
 
 
+def check_in_process(overrides: list[str]) -> None:
+    """What `python -m mtl.train` checks before it builds anything, with its config."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["paths.output_dir=/unused", *overrides])
+    check_run(cfg)
+    build_encoder(typed(cfg, "encoder", EncoderConfig))
+
+
 @pytest.mark.parametrize(
-    ("setup", "message"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES]
+    ("through", "setup", "message"),
+    [c[1:] for c in SETTING_CASES],
+    ids=[c[0] for c in SETTING_CASES],
 )
-def test_settings_and_files_through_the_cli(tmp_path, mtl_train, setup, message):
+def test_settings_and_files(tmp_path, mtl_train, through, setup, message):
     run = tmp_path / "run"
+    if through == "check":
+        with pytest.raises(MtlError) as error:
+            check_in_process([*TINY, *setup(tmp_path)])
+        assert re.search(message, str(error.value)) and "\n" not in str(error.value)
+        return
     result = mtl_train(*TINY, f"hydra.run.dir={run}", *setup(tmp_path), cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

@@ -11,8 +11,6 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mtl.diagnostics import heatmap
-
 TASKS = ("demo_complexity", "demo_sentiment")
 FAST = ["encoder=tiny", "trainer.max_steps=20", "trainer.val_check_interval=10"]
 
@@ -67,14 +65,6 @@ def test_gradient_diagnostics_log_norms_cosines_and_heatmap(tiny_run, scalars):
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     assert "grad/cosine" in events.Tags()["images"]
-
-
-def test_heatmap_colours():
-    image = heatmap(torch.tensor([[1.0, -1.0], [0.0, 0.5]]), cell=1)
-    assert image.shape == (2, 2, 3)
-    assert image[0, 0].tolist() == [0.0, 0.0, 1.0]  # aligned: blue
-    assert image[0, 1].tolist() == [1.0, 0.0, 0.0]  # conflicting: red
-    assert image[1, 0].tolist() == [1.0, 1.0, 1.0]  # unrelated: white
 
 
 def test_best_checkpoint_loads_as_data(tiny_run):

@@ -46,10 +46,14 @@ class DataConfig:
 
 
 class TaskDataset(Dataset):
-    """One split of one task: token ids and targets; `__getitems__` builds a padded batch."""
+    """One split of one task: token ids and targets; `__getitems__` builds a padded batch.
+
+    With `features` (the frozen encoder's sentence vectors, see mtl/transfer.py) a batch also
+    carries them, and the model uses them instead of running the encoder."""
 
     def __init__(self, task: str, tokens: TokenizedTexts, targets: Tensor, pad_id: int) -> None:
         self.task, self.tokens, self.targets, self.pad_id = task, tokens, targets, pad_id
+        self.features: Tensor | None = None  # (N, C)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -60,6 +64,8 @@ class TaskDataset(Dataset):
         part.update(collate(self.tokens, rows, self.pad_id))
         part["labels"] = self.targets[rows]
         part["rows"] = torch.tensor(rows)  # row numbers within the split
+        if self.features is not None:
+            part["features"] = self.features[rows]
         return part
 
     def __getitems__(self, rows: list[int]) -> dict:
@@ -145,7 +151,8 @@ def declared_splits(spec: TaskSpec) -> list[str]:
     """The splits a task's spec gives it: its files, or train, val (and test) by the rule."""
     if spec.files:
         return list(spec.files)
-    return ["train", "val"] + (["test"] if spec.split.test_fraction > 0 else [])
+    has_test = spec.split.test_fraction > 0 or spec.split.folds > 0  # a fold is a test split
+    return ["train", "val"] + (["test"] if has_test else [])
 
 
 def _read_splits(name: str, spec: TaskSpec, on_bad_row: str) -> tuple[dict[str, Examples], int]:

@@ -1,0 +1,142 @@
+"""Cross-validation for small data: `python -m mtl.train cv.folds=K cv.task=NAME ...`.
+
+The task's rows are cut into K folds by group (`cv.group_column`, default the task's own split
+group): the groups, in natural order, permuted by `numpy.random.default_rng(cv.seed)` and cut
+with `array_split`. Fold k is one ordinary training run in `<run>/fold<k>/`: fold k is its
+test split, an inner validation split of the other folds (`cv.val_fraction` of their groups)
+chooses its best checkpoint, and the other tasks train in full. No choice is made on a
+held-out fold: its predictions come from the checkpoint chosen on the inner split.
+
+The run directory then holds `cv.json` (each fold's test metrics, their mean and sd, and the
+metrics of the pooled out-of-fold predictions, with the cubic-mapped RMSE fitted on all of
+them), `oof.csv` (every row's fold, label and prediction) and `ensemble.json`, so the K models
+predict together: `python -m mtl.predict <run> --input ...`.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mtl import trained
+from mtl.errors import ConfigError
+from mtl.evaluate import predictions, split_datasets
+from mtl.io import atomic_write_text
+from mtl.tasks import ClassificationTask
+from mtl.trained import ENSEMBLE_FILE
+
+
+@dataclass
+class CVConfig:
+    folds: int = 0  # K >= 2: cross-validate; 0: one ordinary run
+    task: str | None = None  # the task whose rows are folded (default: the only task)
+    group_column: str | None = None  # rows of a group share a fold (default: the task's split)
+    seed: int = 0  # the permutation of the groups
+    val_fraction: float = 0.2  # the inner validation split, of the training folds' groups
+
+
+def cross_validate(cfg: DictConfig, train) -> dict:
+    """Run the K folds with `train` (mtl.train.train) and pool their held-out predictions."""
+    cv = CVConfig(**OmegaConf.to_container(cfg.cv, resolve=True))
+    name = cv.task or (next(iter(cfg.task)) if len(cfg.task) == 1 else None)
+    if name not in cfg.task:
+        raise ConfigError(
+            f"cv.task: {cv.task!r} is not one of the run's tasks ({', '.join(cfg.task)}); name "
+            "the task whose rows are folded"
+        )
+    if not cfg.task[name].get("file"):
+        raise ConfigError(
+            f"cv.task: cross-validation folds the rows of one file; give task.{name}.file (and "
+            "its split.group_column) instead of files"
+        )
+    out = Path(cfg.paths.output_dir)
+    folds, pooled = [], []
+    for k in range(cv.folds):
+        summary = train(_fold_config(cfg, cv, name, k, out / f"fold{k}"))
+        best = trained.load(summary["best_checkpoint"])
+        test = split_datasets(best, "test")[name]
+        predicted, labels = predictions(best, {name: test})[name]
+        prefix = f"test/{name}/"
+        folds.append({key: v for key, v in summary["test"].items() if key.startswith(prefix)})
+        pooled.append((k, predicted, labels))
+    task = best.tasks[name]
+    result = _summarize(task, name, cv, folds, pooled)
+    atomic_write_text(out / "cv.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "oof.csv", _oof_csv(task, pooled))
+    members = {"members": [f"fold{k}" for k in range(cv.folds)]}
+    atomic_write_text(out / ENSEMBLE_FILE, json.dumps(members, indent=2) + "\n")
+    print(format_cv(result))
+    return result
+
+
+def _fold_config(cfg: DictConfig, cv: CVConfig, name: str, k: int, output: Path) -> DictConfig:
+    fold = copy.deepcopy(cfg)
+    with open_dict(fold):
+        fold.cv.folds = 0
+        fold.paths.output_dir = str(output)
+        split = fold.task[name].split
+        split.folds, split.fold, split.seed = cv.folds, k, cv.seed
+        split.val_fraction, split.test_fraction = cv.val_fraction, 0.0
+        split.group_column = cv.group_column or split.get("group_column")
+    return fold
+
+
+def _summarize(task, name: str, cv: CVConfig, folds: list[dict], pooled: list) -> dict:
+    """Per metric the folds' mean and sd, and the metrics of all held-out predictions at once."""
+    metrics = task.metrics()
+    predicted = torch.cat([p for _, p, _ in pooled])
+    labels = torch.cat([y for _, _, y in pooled])
+    metrics.update(predicted, labels)
+    pooled_values = {key: float(v) for key, v in metrics.compute().items()}
+    pooled_values["score"] = task.score(pooled_values)
+    keys = list(folds[0])
+    return {
+        "task": name,
+        "folds": cv.folds,
+        "group_column": cv.group_column,
+        "seed": cv.seed,
+        "rows": len(labels),
+        "per_fold": folds,
+        "mean": {key: statistics.fmean(f[key] for f in folds) for key in keys},
+        "std": {key: statistics.stdev(f[key] for f in folds) for key in keys},
+        "pooled": {f"test/{name}/{key}": value for key, value in pooled_values.items()},
+        "pooled_score": pooled_values["score"],
+    }
+
+
+def _oof_csv(task, pooled: list) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["fold", "row", "label", "prediction"])
+    for k, predicted, labels in pooled:
+        for row, (p, y) in enumerate(zip(predicted.tolist(), labels.tolist(), strict=True)):
+            if isinstance(task, ClassificationTask):
+                p, y = task.labels[int(p)], task.labels[int(y)]
+            else:
+                p, y = f"{p:.6g}", f"{y:.6g}"
+            writer.writerow([k, row, y, p])
+    return buffer.getvalue()
+
+
+def format_cv(result: dict) -> str:
+    """Mean ± sd over the folds and the pooled out-of-fold value of each metric."""
+    name, prefix = result["task"], f"test/{result['task']}/"
+    rows = [
+        f"cross-validation of {name}: {result['folds']} folds, {result['rows']} held-out rows "
+        "(pooled: every row predicted by the model that did not train on it)",
+        f"{'metric':<16}{'fold mean':>12}{'± sd':>9}{'pooled':>10}",
+    ]
+    for key, mean in result["mean"].items():
+        pooled = result["pooled"].get(key, math.nan)
+        label = key[len(prefix) :].replace("rmse_mapped", "rmse mapped")
+        rows.append(f"{label:<16}{mean:>12.4f}{result['std'][key]:>9.4f}{pooled:>10.4f}")
+    return "\n".join(rows)

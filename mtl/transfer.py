@@ -1,0 +1,90 @@
+"""Ways of reusing a pretrained encoder (`conf/transfer/`), beyond plain fine-tuning.
+
+- feature extraction: the encoder is frozen, so every text's sentence vector is computed once
+  (eval mode, no dropout) and the heads train on those cached vectors: a step costs a head's
+  forward and backward instead of the encoder's.
+- gradual unfreezing (ULMFiT; Howard & Ruder 2018, "Universal Language Model Fine-tuning for
+  Text Classification"): the heads and the top layer train first, and one more layer (then
+  the embeddings) joins every `unfreeze_every` steps.
+- partial freezing, layer-wise learning-rate decay and training from scratch are encoder and
+  optimizer settings (`encoder.freeze_*`, `optimizer.layer_decay`, `encoder=scratch`).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+from enum import Enum
+
+import pytorch_lightning as pl
+import torch
+
+from mtl.data.batching import collate, sorted_batches
+from mtl.data.loading import TaskData
+from mtl.encoder import Bert
+
+log = logging.getLogger(__name__)
+
+
+class TransferMode(str, Enum):
+    finetune = "finetune"
+    feature_extraction = "feature_extraction"
+    partial = "partial"
+    gradual_unfreezing = "gradual_unfreezing"
+    layer_decay = "layer_decay"
+    from_scratch = "from_scratch"
+
+
+@dataclass
+class TransferConfig:
+    mode: TransferMode = TransferMode.finetune  # the name reports group runs by
+    features: bool = False  # frozen encoder: train the heads on cached sentence vectors
+    unfreeze_every: int = 0  # gradual unfreezing: steps between unfreezing layers; 0 = off
+
+
+@torch.inference_mode()
+def cache_features(
+    encoder: Bert, data: dict[str, TaskData], precision: str, device: torch.device, batch_size: int
+) -> None:
+    """Compute every split's sentence vectors once and attach them to its datasets."""
+    encoder.requires_grad_(False)
+    was_training = encoder.training
+    encoder.eval().to(device)
+    bf16 = precision.startswith("bf16")
+    for name, task_data in data.items():
+        for split, dataset in task_data.splits.items():
+            features = torch.empty(len(dataset), encoder.hidden_size)
+            for rows in sorted_batches(dataset.lengths, batch_size):
+                part = collate(dataset.tokens, rows, dataset.pad_id)
+                batch = {k: v.to(device) for k, v in part.items()}
+                with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+                    pooled = encoder(
+                        batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+                    ).pooled
+                features[rows] = pooled.float().cpu()
+            dataset.features = features
+            log.info("%s/%s: %d sentence vectors cached", name, split, len(dataset))
+    encoder.train(was_training).cpu()
+
+
+class GradualUnfreezing(pl.Callback):
+    """At step s, the top 1 + s // every layers are trainable (the embeddings last); the rest
+    of the encoder is frozen. Derived from the step alone, so a resumed run agrees."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self._unfrozen = -1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        groups = pl_module.encoder.layer_groups()  # [embeddings, layer 0, ..., layer L-1]
+        unfrozen = min(len(groups), 1 + trainer.global_step // self.every)
+        if unfrozen == self._unfrozen:
+            return
+        for depth, params in enumerate(reversed(groups)):  # depth 0: the top layer
+            for p in params:
+                p.requires_grad_(depth < unfrozen)
+        if self._unfrozen >= 0:
+            log.info("step %d: the top %d of %d encoder groups train", trainer.global_step,
+                     unfrozen, len(groups))  # fmt: skip
+        self._unfrozen = unfrozen

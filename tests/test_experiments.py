@@ -1,0 +1,133 @@
+"""The experiments that answer the lecture's questions, run as written with tiny budgets on a
+data root that holds the demo tasks in the real data sets' layout and formats (TextComplexityDE
+as cp1252 CSV with articles; SST-2 as TSV with 0/1 labels), then the reports they end with."""
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mtl.predict import Predictor
+
+DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+TINY = ["encoder=tiny", "trainer.val_check_interval=2"]
+
+
+def demo_rows(path: Path, n: int) -> list[list[str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.reader(f))[1 : n + 1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    (root / "TextComplexityDE19").mkdir()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["ID", "Article_ID", "Sentence", "MOS_Complexity"])
+    for i, (sentence, score) in enumerate(demo_rows(DEMO / "complexity/train.csv", 300)):
+        writer.writerow([i, i % 15, sentence, score])  # 15 "articles"
+    (root / "TextComplexityDE19/ratings.csv").write_bytes(buffer.getvalue().encode("cp1252"))
+    (root / "sst2").mkdir()
+    for split, file in (("train", "train.tsv"), ("val", "dev.tsv")):
+        rows = demo_rows(DEMO / f"sentiment/{split}.csv", 200)
+        lines = [f"{s} \t{int(label == 'positive')}\n" for s, label in rows]
+        (root / "sst2" / file).write_text("sentence\tlabel\n" + "".join(lines), encoding="utf-8")
+    return root
+
+
+def experiment(mtl_train, data_root: Path, tmp_path: Path, *args: str) -> Path:
+    sweep = tmp_path / "sweep"
+    result = mtl_train(*args, *TINY, f"hydra.sweep.dir={sweep}", f"hydra.run.dir={sweep}",
+                       cwd=tmp_path, env={"MTL_DATA_ROOT": str(data_root)})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep / "stdout.txt").write_text(result.stdout)
+    return sweep
+
+
+def runs(sweep: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+
+
+def assert_report(sweep: Path, *pngs: str) -> str:
+    report = (sweep / "report" / "report.md").read_text()
+    for name in ("validation_curves.png", "final_scores.png", *pngs):
+        with Image.open(sweep / "report" / name) as image:
+            assert image.size[0] > 300 and len(set(image.convert("L").getdata())) > 10
+    return report
+
+
+def test_transfer_gain(mtl_train, data_root, tmp_path):
+    sweep = experiment(mtl_train, data_root, tmp_path, "experiment=transfer_gain",
+                       "trainer.max_steps=${mtl_per_task:4}", "seed=0,1")  # fmt: skip
+    results = runs(sweep)
+    assert len(results) == 6  # 3 task sets x 2 seeds
+    steps = sorted(r["final"]["step"] for r in results)
+    assert steps == [4, 4, 4, 4, 8, 8]  # two tasks: twice the steps, the same per task
+    report = assert_report(sweep)
+    assert "## Multi-task gain" in report
+    gain_rows = [line for line in report.splitlines() if line.startswith("| complexity_de |")]
+    assert gain_rows and "complexity_de, sst2 | 2 |" in gain_rows[0]
+
+
+def test_pretraining_gain(mtl_train, data_root, tmp_path):
+    sweep = experiment(mtl_train, data_root, tmp_path, "experiment=pretraining_gain",
+                       "trainer.max_steps=4", "seed=0")  # fmt: skip
+    assert len(runs(sweep)) == 2
+    report = assert_report(sweep)
+    assert "| finetune | finished |" in report and "| from_scratch | finished |" in report
+
+
+def test_data_efficiency_draws_learning_curves(mtl_train, data_root, tmp_path):
+    sweep = experiment(
+        mtl_train, data_root, tmp_path, "experiment=data_efficiency",
+        "trainer.max_steps=${mtl_per_task:2}", "task.complexity_de.train_fraction=0.5,1.0",
+        "transfer=finetune", "seed=0",
+    )  # fmt: skip
+    results = runs(sweep)
+    assert len(results) == 4  # 2 fractions x 2 task sets
+    rows = sorted({r["data"]["complexity_de"]["train"]["rows"] for r in results})
+    assert len(rows) == 2 and rows[0] < rows[1]
+    assert_report(sweep, "learning_curve.png")
+
+
+def test_transfer_modes(mtl_train, data_root, tmp_path):
+    modes = "finetune,partial,feature_extraction,gradual_unfreezing,layer_decay"
+    sweep = experiment(mtl_train, data_root, tmp_path, "experiment=transfer_modes",
+                       "trainer.max_steps=4", f"transfer={modes}", "seed=0")  # fmt: skip
+    results = runs(sweep)
+    assert len(results) == 5 and all(r["status"] == "finished" for r in results)
+    report = assert_report(sweep)
+    for mode in modes.split(","):
+        assert f"| {mode} | finished |" in report
+    assert "train s" in report
+
+
+def test_complexity_cv_pools_out_of_fold_predictions(mtl_train, data_root, tmp_path):
+    run = tmp_path / "sweep"
+    experiment(mtl_train, data_root, tmp_path, "experiment=complexity_cv", "trainer.max_steps=4")
+    table = (run / "stdout.txt").read_text().split("cross-validation of complexity_de")[1]
+    assert "pooled" in table and "rmse mapped" in table and "fold mean" in table
+    cv = json.loads((run / "cv.json").read_text())
+    assert cv["folds"] == 5 and cv["rows"] == 300 and cv["group_column"] == "Article_ID"
+    with (run / "oof.csv").open() as f:
+        oof = list(csv.DictReader(f))
+    assert len(oof) == 300 and {row["fold"] for row in oof} == {"0", "1", "2", "3", "4"}
+    errors = [(float(r["prediction"]) - float(r["label"])) ** 2 for r in oof]
+    pooled = cv["pooled"]["test/complexity_de/rmse"]
+    assert pooled == pytest.approx(math.sqrt(sum(errors) / len(errors)), abs=1e-4)
+    assert cv["pooled"]["test/complexity_de/rmse_mapped"] <= pooled + 1e-6  # a fit can only help
+    for fold in range(5):  # no article in two folds' test splits
+        metrics = json.loads((run / f"fold{fold}/metrics.json").read_text())
+        assert metrics["data"]["complexity_de"]["test"]["rows"] == sum(
+            1 for r in oof if r["fold"] == str(fold)
+        )
+    predictor = Predictor.load(run)  # the 5 fold models, an ensemble
+    assert len(predictor.members) == 5
+    assert 1 <= predictor.predict(["Ein kurzer Satz."])[0]["complexity_de"] <= 7
+    assert torch.isfinite(torch.tensor(cv["mean"]["test/complexity_de/rmse"]))

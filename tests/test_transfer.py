@@ -1,0 +1,124 @@
+"""Proving the transfer: transfer modes, auxiliary tasks in the score, the GermEval metric,
+reports of sweeps, TensorBoard's HParams and the gradient heatmap."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mtl.diagnostics import cosine_figure
+from mtl.tasks import mapped_rmse
+
+TINY = ["encoder=tiny", "trainer.max_steps=6", "trainer.val_check_interval=3"]
+PROBE = "+callbacks.initial._target_=probes.InitialWeights"
+
+
+def train(mtl_train, tmp_path, *args):
+    run = tmp_path / "run"
+    result = mtl_train(*TINY, *args, PROBE, f"+callbacks.initial.path={tmp_path}/start.safetensors",
+                       f"hydra.run.dir={run}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    start = load_file(tmp_path / "start.safetensors")
+    end = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    changed = {k for k in start if not torch.equal(start[k], end[k])}
+    return run, changed
+
+
+def test_feature_extraction_trains_heads_on_cached_vectors(mtl_train, tmp_path):
+    run, changed = train(mtl_train, tmp_path, "transfer=feature_extraction")
+    assert changed and all(k.startswith("heads.") for k in changed)  # the encoder never moved
+    log = (run / "train.log").read_text()
+    assert "demo_complexity/train: 2000 sentence vectors cached" in log
+
+
+def test_gradual_unfreezing_trains_the_top_layer_first(mtl_train, tmp_path):
+    run, changed = train(mtl_train, tmp_path, "transfer=gradual_unfreezing",
+                         "transfer.unfreeze_every=100")  # fmt: skip
+    encoder = {k.split(".")[1] + "." + k.split(".")[2] if k.startswith("encoder.layers")
+               else k.split(".")[1] for k in changed if k.startswith("encoder.")}  # fmt: skip
+    assert encoder == {"layers.1"}  # the tiny encoder's top layer alone, in 6 < 100 steps
+
+
+def test_partial_freezing_keeps_embeddings_and_bottom_layers(mtl_train, tmp_path):
+    _, changed = train(mtl_train, tmp_path, "transfer=partial", "encoder.freeze_layers=-1")
+    assert any(k.startswith("encoder.layers.1.") for k in changed)
+    assert not any(k.startswith(("encoder.layers.0.", "encoder.embeddings.")) for k in changed)
+
+
+def test_layer_decay_scales_each_layers_learning_rate(mtl_train, tmp_path, scalars):
+    run, _ = train(mtl_train, tmp_path, "transfer=layer_decay", "optimizer.layer_decay=0.5")
+    tags = scalars(run)
+    top = tags["lr/encoder/layer1"][-1].value
+    assert tags["lr/encoder/layer0"][-1].value == pytest.approx(top * 0.5)
+    assert tags["lr/encoder/embeddings"][-1].value == pytest.approx(top * 0.25)
+
+
+def test_an_auxiliary_task_is_reported_but_not_scored(mtl_train, tmp_path):
+    run, _ = train(mtl_train, tmp_path, "task.demo_sentiment.score_weight=0")
+    metrics = json.loads((run / "metrics.json").read_text())
+    for entry in metrics["history"]:
+        assert entry["val/score"] == entry["val/demo_complexity/score"]
+        assert "val/demo_sentiment/f1" in entry and "val/demo_sentiment/score" in entry
+
+
+def test_mapped_rmse_is_the_cubic_least_squares_fit():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3, 1, 400)
+    y = 1 + 0.4 * x**2 - 0.05 * x**3 + rng.normal(0, 0.3, 400)
+    fit = np.polyval(np.polyfit(x, y, 3), x)
+    expected = math.sqrt(np.mean((fit - y) ** 2))
+    assert float(mapped_rmse(torch.tensor(x), torch.tensor(y))) == pytest.approx(expected, rel=1e-9)
+    plain = math.sqrt(np.mean((x - y) ** 2))
+    assert expected < plain  # a calibration the mapping forgives
+
+
+def test_report_table_matches_the_runs(sweep, run_module, tmp_path):
+    jobs = sweep(tmp_path, "trainer.max_steps=4", "seed=0,1,2")
+    result = run_module("mtl.report", str(tmp_path / "sweep"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "## Runs" in result.stdout and "## Over seeds" in result.stdout
+    with (tmp_path / "sweep/report/runs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and [r["seed"] for r in rows] == ["0", "1", "2"]
+    for job, row in zip(jobs, rows, strict=True):
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert float(row["best score"]) == pytest.approx(metrics["best"]["val/score"])
+        assert float(row["final score"]) == pytest.approx(metrics["final"]["val/score"])
+        assert float(row["demo_sentiment best"]) == pytest.approx(
+            metrics["best"]["val/demo_sentiment/score"]
+        )
+        assert int(row["best step"]) == metrics["best_step"]
+    for png in ("validation_curves.png", "final_scores.png"):
+        with Image.open(tmp_path / "sweep/report" / png) as image:
+            gray = image.convert("L")
+            assert gray.size[0] > 400 and len(set(gray.getdata())) > 20  # drawn, not blank
+
+
+def test_tensorboard_hparams_hold_results(tmp_path, mtl_train):
+    result = mtl_train(*TINY, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = EventAccumulator(str(tmp_path / "run/tensorboard"))
+    events.Reload()
+    hparams = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
+    experiment = hparams["_hparams_/experiment"].decode("latin-1")
+    assert "hparams/best/score" in experiment and "hparams/final/demo_complexity/rmse" in experiment
+    assert "optimizer/lr" in experiment
+
+
+def test_gradient_heatmap_names_tasks_and_values():
+    figure = cosine_figure(torch.tensor([[1.0, -0.5], [-0.5, 1.0]]), ["alpha", "beta"])
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["alpha", "beta"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["alpha", "beta"]
+    assert sorted(t.get_text() for t in ax.texts) == ["-0.50", "-0.50", "1.00", "1.00"]
+    image = ax.images[0]
+    blue, red = image.cmap(image.norm(1.0)), image.cmap(image.norm(-1.0))
+    assert blue[2] > blue[0] and red[0] > red[2]  # +1 blue (aligned), -1 red (conflicting)
+    assert len(figure.axes) == 2  # the colour scale
