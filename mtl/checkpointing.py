@@ -69,6 +69,7 @@ class RunCheckpoints(Checkpoint):
         self.best_step: int | None = None
         self._saved_step: int | None = None  # step of the state last.ckpt holds
         self._saved_at = time.monotonic()
+        self._seen_step: int | None = None
 
     @property
     def last_model_path(self) -> Path:
@@ -109,7 +110,9 @@ class RunCheckpoints(Checkpoint):
             link(self.last_model_path, self.dirpath / BEST)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
+        step, seen, self._seen_step = trainer.global_step, self._seen_step, trainer.global_step
+        if step == seen:
+            return  # inside an accumulation window: no optimizer step, nothing to save yet
         due_steps = self.every_n_steps and step % self.every_n_steps == 0
         minutes = (time.monotonic() - self._saved_at) / 60
         due_time = self.every_n_minutes is not None and minutes >= self.every_n_minutes
@@ -152,6 +155,7 @@ class GracefulStop(pl.Callback):
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict = {}
+        self._seen_step: int | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for sig in self.SIGNALS:  # after Lightning's own handlers, which these replace
@@ -163,6 +167,9 @@ class GracefulStop(pl.Callback):
         self.received = signum
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step, seen, self._seen_step = trainer.global_step, self._seen_step, trainer.global_step
+        if step == seen:
+            return  # stop only after an optimizer step, never inside an accumulation window
         if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             trainer.should_stop = True
 

@@ -118,6 +118,8 @@ def _oof_csv(task, pooled: list) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["fold", "row", "label", "prediction"])
     for k, predicted, labels in pooled:
+        if task.multi:  # the task's own (first) label column
+            predicted, labels = predicted[:, 0], labels[:, 0]
         for row, (p, y) in enumerate(zip(predicted.tolist(), labels.tolist(), strict=True)):
             if isinstance(task, ClassificationTask):
                 p, y = task.labels[int(p)], task.labels[int(y)]

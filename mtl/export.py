@@ -71,7 +71,9 @@ def model_card(trained: TrainedModel, out: Path) -> str:
             predicts = "one of " + ", ".join(f"`{label}`" for label in task.labels)
         else:
             scale = f" in [{task.spec.range[0]}, {task.spec.range[1]}]" if task.spec.range else ""
-            predicts = f"a number{scale} (training mean {task.mean:.3f}, sd {task.std:.3f})"
+            columns = zip(task.columns, task.mean, task.std, strict=True)
+            stats = ", ".join(f"{c}: mean {m:.3f}, sd {d:.3f}" for c, m, d in columns)
+            predicts = f"a number{scale} per label column (training {stats})"
         text = f"`{task.spec.text_column}`"
         text += f" + `{task.spec.text_pair_column}`" if task.spec.text_pair_column else ""
         lines.append(f"| {name} | {task.type.value} | {predicts} | {text} |")

@@ -36,6 +36,7 @@ class OptimizerConfig:
     eps: float = 1e-8
     fused: bool | None = None  # None: fused kernel wherever the device supports it
     max_grad_norm: float | None = 1.0  # clip the global gradient norm; None: no clipping
+    accumulate: int = 1  # task batches summed into one optimizer step
     layer_decay: float | None = None  # layer-wise lr decay: lr·decay^(depth from the top layer)
 
 
@@ -110,8 +111,12 @@ class MultiTaskModel(pl.LightningModule):
             }
         )
         self.val_metrics = self.new_metrics()
+        self.frozen_heads: set[str] = set()  # heads that no longer learn (a stopped task's)
         self._window: dict[str, list[float]] = {}  # training losses since the last log write
         self._grad_norm: float | None = None
+        self._window_batches = 0  # batches accumulated toward the next optimizer step
+        self._window_tasks: set[str] = set()
+        self._task_grads: dict[str, Tensor] = {}  # gradient-level balancing: per task, summed
 
     def encode(self, batch: dict) -> Tensor:
         """input_ids, attention_mask, token_type_ids (B, T) -> the sentence vectors (B, C), or
@@ -138,50 +143,88 @@ class MultiTaskModel(pl.LightningModule):
                 "trainer.precision: fp16 loss scaling is not supported (gradients are clipped "
                 "and combined by mtl itself); use bf16-mixed or 32-true"
             )
-        if self.balancer.gradient_level and self.trainer.world_size > 1:
-            raise ConfigError("balancer: gradient-level balancing (pcgrad) is single-process")
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
-        optimizer = self.optimizers()
-        step = self.global_step
+        """One task batch (or a joint step's k batches); every `optimizer.accumulate` of them
+        make one optimizer step, whose update follows their summed (balanced) losses."""
+        k = self.optimizer_cfg.accumulate
+        batch_step = self.global_step * k + self._window_batches  # the sampler's step index
         losses = self.task_losses(batch["parts"])
         if self.balancer.gradient_level:
-            total = self._gradient_level_backward(losses, step)
+            total = self._task_gradients(losses)
         else:
-            total = self.balancer.combine(losses, step)
-            idle = [p for n, h in self.heads.items() if n not in losses for p in h.parameters()]
-            # Under DDP every parameter must take part in the backward pass: idle heads join
-            # with a zero term, and lose the zero gradient again so the optimizer skips them
-            # exactly as in a single process.
-            self.manual_backward(total + 0.0 * sum(p.sum() for p in idle))
-            for p in idle:
-                p.grad = None
-        self._clip_gradients()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        values = self._record(losses, step)  # logs the learning rate this step used
-        self.lr_schedulers().step()
+            total = self.balancer.combine(losses, batch_step)
+            self.manual_backward(total + self._idle_term(losses))
+        self._window_batches += 1
+        self._window_tasks.update(losses)
+        values = self._record(losses, batch_step)
+        if self._window_batches == k:
+            self._optimizer_step()
         return {"loss": total.detach(), "losses": values}
 
-    def _gradient_level_backward(self, losses: dict[str, Tensor], step: int) -> Tensor:
-        """Per-task gradients on the shared encoder, combined by the balancer (e.g. PCGrad);
-        heads get the gradient of their own weighted loss."""
+    def _idle_term(self, losses: dict[str, Tensor]) -> Tensor:
+        """Zero times every head not in this batch: under DDP every parameter must take part in
+        each backward pass; the zero gradients are dropped again before the optimizer step."""
+        idle = [p for n, h in self.heads.items() if n not in losses for p in h.parameters()]
+        return 0.0 * sum(p.sum() for p in idle)
+
+    def _optimizer_step(self) -> None:
+        """Clip, step (heads untrained in the window, or frozen, skipped as untouched), and
+        start the next window. The encoder's rate is scaled by the window's tasks'
+        `encoder_lr_scale` (their mean) for this step."""
+        step, optimizer = self.global_step, self.optimizers()
+        if self.balancer.gradient_level:
+            self._apply_projected_update(step)
+        for name, head in self.heads.items():
+            if name not in self._window_tasks or name in self.frozen_heads:
+                for p in head.parameters():
+                    p.grad = None
+        scale = sum(self.tasks[n].spec.encoder_lr_scale for n in self._window_tasks)
+        scale /= len(self._window_tasks)
+        encoder_groups = [g for g in optimizer.param_groups if g["name"].startswith("encoder")]
+        for group in encoder_groups:
+            group["lr"] *= scale
+        self._clip_gradients()
+        optimizer.step()
+        if is_log_step(step, self.trainer.log_every_n_steps):
+            self._log_training(step)  # with the learning rates this step used
+        for group in encoder_groups:
+            group["lr"] /= scale
+        optimizer.zero_grad(set_to_none=True)
+        self.lr_schedulers().step()
+        self._window_batches, self._window_tasks = 0, set()
+
+    def _task_gradients(self, losses: dict[str, Tensor]) -> Tensor:
+        """Gradient-level balancing (PCGrad): each task's weighted-loss gradient on the shared
+        encoder is summed over the window apart; heads get their own gradients."""
         shared = [p for p in self.encoder.parameters() if p.requires_grad]
         weights = self.balancer.weights()
-        grads = []
         for name, loss in losses.items():
-            weighted = weights[name] * loss
             head = [p for p in self.heads[name].parameters() if p.requires_grad]
-            g = torch.autograd.grad(weighted, shared + head, retain_graph=True, allow_unused=True)
-            grads.append(flat_gradients(g[: len(shared)], shared))
+            g = torch.autograd.grad(weights[name] * loss, shared + head, retain_graph=True,
+                                    allow_unused=True)  # fmt: skip
+            flat = flat_gradients(g[: len(shared)], shared)
+            self._task_grads[name] = self._task_grads.get(name, 0) + flat
             for p, gp in zip(head, g[len(shared) :], strict=True):
-                p.grad = gp
-        update = self.balancer.combine_gradients(grads, step)
+                p.grad = gp if p.grad is None else p.grad + gp
+        total = sum(weights[n] * loss for n, loss in losses.items())
+        if self.trainer.world_size > 1:  # DDP's backward averages the heads' gradients
+            self.manual_backward(0.0 * total + self._idle_term(losses))
+        return total.detach()
+
+    def _apply_projected_update(self, step: int) -> None:
+        """The window's per-task encoder gradients, averaged over ranks, combined by the
+        balancer into the update every rank applies."""
+        names = list(self._task_grads)
+        grads = torch.stack([self._task_grads[n] for n in names])  # (K, P)
+        grads = self._rank_mean(grads)
+        update = self.balancer.combine_gradients(list(grads), step)
+        shared = [p for p in self.encoder.parameters() if p.requires_grad]
         offset = 0
         for p in shared:
             p.grad = update[offset : offset + p.numel()].view_as(p).to(p.dtype)
             offset += p.numel()
-        return sum(weights[n] * loss for n, loss in losses.items()).detach()
+        self._task_grads = {}
 
     def _clip_gradients(self) -> None:
         """Clipping here, not through the trainer: Lightning refuses to clip for fused
@@ -190,16 +233,14 @@ class MultiTaskModel(pl.LightningModule):
             norm = nn.utils.clip_grad_norm_(self.parameters(), self.optimizer_cfg.max_grad_norm)
             self._grad_norm = float(norm)
 
-    def _record(self, losses: dict[str, Tensor], step: int) -> dict[str, float]:
-        """The step's losses averaged over ranks (so every rank makes the same choices): told
-        to the balancer, logged, and returned."""
+    def _record(self, losses: dict[str, Tensor], batch_step: int) -> dict[str, float]:
+        """The batch's losses averaged over ranks (so every rank makes the same choices): told
+        to the balancer, kept for the next training log, and returned."""
         values = {n: float(self._rank_mean(loss.detach())) for n, loss in losses.items()}
-        self.balancer.end_step(values, step)
+        self.balancer.end_step(values, batch_step)
         self.log("train/loss", sum(values.values()) / len(values), prog_bar=True, logger=False)
         for name, value in values.items():
             self._window.setdefault(name, []).append(value)
-        if is_log_step(step, self.trainer.log_every_n_steps):
-            self._log_training(step)
         return values
 
     def _rank_mean(self, value: Tensor) -> Tensor:
@@ -301,14 +342,16 @@ class MultiTaskModel(pl.LightningModule):
     def parameter_parts(self) -> list[tuple[str, list[nn.Parameter], float]]:
         """(name, parameters, learning rate): the encoder (one part, or with
         `optimizer.layer_decay` one per layer, lr·decay^(depth from the top layer); Clark et
-        al. 2020, ELECTRA), and the heads with the balancer's learned weights."""
+        al. 2020, ELECTRA), each task's head (head_lr · the task's lr_scale), and the
+        balancer's learned weights."""
         cfg = self.optimizer_cfg
-        heads = list(self.heads.parameters()) + list(self.balancer.parameters())
+        heads = [
+            (f"heads/{name}", list(head.parameters()), cfg.head_lr * self.tasks[name].spec.lr_scale)
+            for name, head in self.heads.items()
+        ]
+        heads.append(("balancer", list(self.balancer.parameters()), cfg.head_lr))
         if not cfg.layer_decay:
-            return [
-                ("encoder", list(self.encoder.parameters()), cfg.lr),
-                ("heads", heads, cfg.head_lr),
-            ]
+            return [("encoder", list(self.encoder.parameters()), cfg.lr), *heads]
         groups = self.encoder.layer_groups()  # [embeddings, layer 0, ..., layer L-1]
         names = ["encoder/embeddings"] + [f"encoder/layer{i}" for i in range(len(groups) - 1)]
         depth = len(groups) - 1
@@ -316,7 +359,7 @@ class MultiTaskModel(pl.LightningModule):
             (n, g, cfg.lr * cfg.layer_decay ** (depth - i))
             for i, (n, g) in enumerate(zip(names, groups, strict=True))
         ]
-        return [*parts, ("heads", heads, cfg.head_lr)]
+        return [*parts, *heads]
 
     def configure_optimizers(self):
         cfg = self.optimizer_cfg

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from mtl import cli
 from mtl.data.batching import collate, sorted_batches
 from mtl.data.cache import tokenize
+from mtl.data.loading import task_tokenizer
 from mtl.data.readers import Table, decode, read_table, read_text
 from mtl.errors import MtlError
 from mtl.io import atomic_write_text
@@ -60,13 +61,16 @@ class Predictor:
         return self.members[0].tasks
 
     def columns(self, tasks: list[str]) -> list[str]:
-        """The output columns of `tasks`, in order."""
+        """The output columns of `tasks`, in order: per target, its value (or label and class
+        probabilities); a task's further label columns as <task>_<column>."""
         out = []
         for name in tasks:
             task = self.tasks[name]
-            out.append(name)
-            if isinstance(task, ClassificationTask):
-                out += [f"{name}_prob_{label}" for label in task.labels]
+            for j, column in enumerate(task.columns):
+                key = name if j == 0 else f"{name}_{column}"
+                out.append(key)
+                if isinstance(task, ClassificationTask):
+                    out += [f"{key}_prob_{label}" for label in task.labels]
         return out
 
     def predict(
@@ -86,16 +90,18 @@ class Predictor:
         rows: list[dict] = [{} for _ in texts]
         for name in tasks:
             task = self.tasks[name]
-            mean = torch.stack([out[name] for out in outputs]).mean(0)  # (N,) or (N, K)
-            if isinstance(task, ClassificationTask):
-                best = mean.argmax(-1).tolist()
-                probs = mean.tolist()
-                for row, b, p in zip(rows, best, probs, strict=True):
-                    row[name] = task.labels[b]
-                    row.update({f"{name}_prob_{c}": q for c, q in zip(task.labels, p, strict=True)})
-            else:
-                for row, value in zip(rows, mean.tolist(), strict=True):
-                    row[name] = value
+            mean = torch.stack([out[name] for out in outputs]).mean(0)  # (N, K) or (N, K, C)
+            for j, column in enumerate(task.columns):
+                key = name if j == 0 else f"{name}_{column}"
+                if isinstance(task, ClassificationTask):
+                    probs = mean[:, j]
+                    best = probs.argmax(-1).tolist()
+                    for row, b, p in zip(rows, best, probs.tolist(), strict=True):
+                        row[key] = task.labels[b]
+                        row.update(zip((f"{key}_prob_{c}" for c in task.labels), p, strict=True))
+                else:
+                    for row, value in zip(rows, mean[:, j].tolist(), strict=True):
+                        row[key] = value
         return rows
 
     def _check(self, tasks: list[str]) -> None:
@@ -126,32 +132,40 @@ class Predictor:
         batch_size: int | None,
         progress: bool,
     ) -> dict:
-        """Per task: regression values (N,) in the label scale, or class probabilities (N, K)
-        in the first member's class order."""
-        tokens = tokenize(member.tokenizer, texts, pairs)
-        batches = sorted_batches(
-            tokens.lengths.tolist(), batch_size or member.info.get("eval_batch_size", 64)
-        )
+        """Per task: regression values (N, K) in the label scale, or class probabilities
+        (N, K, C) in the first member's class order (K label columns)."""
         results: dict[str, torch.Tensor] = {}
+        by_tokenizer: dict[int | None, list[str]] = {}  # tasks grouped by their max_length
+        for name in tasks:
+            by_tokenizer.setdefault(member.tasks[name].spec.max_length, []).append(name)
         pad = pad_id(member.tokenizer)
-        for rows in tqdm(batches, disable=not progress, desc=f"predict {member.source.name}"):
-            batch = {k: v.to(self.device) for k, v in collate(tokens, rows, pad).items()}
-            with member.autocast(self.device):
-                pooled = member.model.encode(batch)
-                for name in tasks:
-                    out = self._task_output(member, name, member.model.heads[name](pooled))
-                    if name not in results:
-                        results[name] = torch.empty((len(texts), *out.shape[1:]))
-                    results[name][rows] = out.float().cpu()
+        size = batch_size or member.info.get("eval_batch_size", 64)
+        for group in by_tokenizer.values():
+            tokenizer = task_tokenizer(member.tokenizer, member.tasks[group[0]].spec)
+            tokens = tokenize(tokenizer, texts, pairs)
+            batches = sorted_batches(tokens.lengths.tolist(), size)
+            for rows in tqdm(batches, disable=not progress, desc=f"predict {member.source.name}"):
+                batch = {k: v.to(self.device) for k, v in collate(tokens, rows, pad).items()}
+                with member.autocast(self.device):
+                    pooled = member.model.encode(batch)
+                    for name in group:
+                        out = self._task_output(member, name, member.model.heads[name](pooled))
+                        if name not in results:
+                            results[name] = torch.empty((len(texts), *out.shape[1:]))
+                        results[name][rows] = out.float().cpu()
         return results
 
     def _task_output(self, member: TrainedModel, name: str, output: torch.Tensor) -> torch.Tensor:
+        """(B, K) values in the label scale, or (B, K, C) class probabilities in the first
+        member's class order."""
         task = member.tasks[name]
         if not isinstance(task, ClassificationTask):
-            return task.predict(output)
-        probs = output.float().softmax(-1)
+            values = task.predict(output)
+            return values if task.multi else values.unsqueeze(-1)
+        probs = task.probabilities(output)
+        probs = probs if task.multi else probs.unsqueeze(1)
         order = [task.labels.index(label) for label in self.tasks[name].labels]
-        return probs[:, order]
+        return probs[..., order]
 
 
 # ---- the command ---------------------------------------------------------------------------

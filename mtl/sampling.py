@@ -43,18 +43,36 @@ class TaskSampler:
         self.names = list(names) if names is not None else [str(i) for i in range(len(sizes))]
         self.total_steps = max(1, total_steps)
         self.steps_per_epoch = max(1, steps_per_epoch)
+        self.stopped: dict[str, int] = {}  # task -> the step it leaves the draw from
 
     def probabilities(self, step: int) -> list[float]:
         raise NotImplementedError
 
+    def stop(self, name: str, from_step: int) -> None:
+        """Take a task out of the draw from `from_step` on (per-task early stopping)."""
+        self.stopped.setdefault(name, from_step)
+
+    def active(self, step: int) -> list[bool]:
+        """Whether each task is still drawn at `step`."""
+        return [self.stopped.get(n, step + 1) > step for n in self.names]
+
+    def draw_probabilities(self, step: int) -> list[float]:
+        """The formula's probabilities, without the stopped tasks (renormalized)."""
+        p, active = list(self.probabilities(step)), self.active(step)
+        if all(active):
+            return p
+        p = [x if on else 0.0 for x, on in zip(p, active, strict=True)]
+        return _normalized(p) if sum(p) > 0 else p
+
     def choose(self, step: int, seed: int, k: int = 1) -> list[int]:
         """k distinct tasks for `step` (weighted sampling without replacement)."""
         rng = random.Random(f"task:{seed}:{step}")
-        weights = list(self.probabilities(step))
+        weights = list(self.draw_probabilities(step))
+        active = self.active(step)
         chosen: list[int] = []
-        for _ in range(min(k, len(weights))):
+        for _ in range(min(k, sum(active) or len(weights))):
             if not any(weights):  # fewer than k tasks have p > 0: fill up uniformly
-                weights = [0.0 if i in chosen else 1.0 for i in range(len(weights))]
+                weights = [float(on and i not in chosen) for i, on in enumerate(active)]
             i = rng.choices(range(len(weights)), weights=weights)[0]
             chosen.append(i)
             weights[i] = 0.0
@@ -65,10 +83,10 @@ class TaskSampler:
         adaptive samplers use it."""
 
     def state_dict(self) -> dict:
-        return {}
+        return {"stopped": dict(self.stopped)}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        self.stopped = dict(state.get("stopped", {}))
 
     def _index(self, name: str, key: str) -> int:
         if name not in self.names:
@@ -142,14 +160,15 @@ class AnnealedSampler(TaskSampler):
 
 
 class RoundRobinSampler(TaskSampler):
-    """Task (s mod K) at step s: every task in turn, no randomness."""
+    """Task (s mod K) at step s: every task in turn, no randomness (stopped tasks skipped)."""
 
     def probabilities(self, step: int) -> list[float]:
         return [1.0 if i == step % len(self.sizes) else 0.0 for i in range(len(self.sizes))]
 
     def choose(self, step: int, seed: int, k: int = 1) -> list[int]:
-        K = len(self.sizes)
-        return [(step + j) % K for j in range(min(k, K))]
+        K, active = len(self.sizes), self.active(step)
+        turn = [(step + j) % K for j in range(K)]
+        return [i for i in turn if active[i]][:k] or turn[:k]
 
 
 class CurriculumSampler(TaskSampler):
@@ -261,6 +280,7 @@ class DynamicSampler(TaskSampler):
 
     def state_dict(self) -> dict:
         return {
+            **super().state_dict(),
             "first": list(self.first),
             "average": list(self.average),
             "folded_until": self.folded_until,
@@ -268,6 +288,7 @@ class DynamicSampler(TaskSampler):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.first, self.average = list(state["first"]), list(state["average"])
         self.folded_until = int(state["folded_until"])
         self.recent = deque((int(s), int(t), float(x)) for s, t, x in state["recent"])

@@ -86,6 +86,7 @@ class TaskSpec:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
+    label_columns: list[str] | None = None  # several targets, one output each; empty = missing
     labels: list[str] | None = None  # classification: label values as in the file, in class order
     range: list[float] | None = None  # regression: [low, high]; labels outside are bad rows
     train_fraction: float = 1.0  # use this fraction of the training rows (learning curves)
@@ -93,6 +94,11 @@ class TaskSpec:
     loss: Loss | None = None  # regression: mse | huber | l1; classification: cross_entropy
     loss_weight: float = 1.0
     score_weight: float = 1.0  # weight in val/score; 0: an auxiliary task (trained, reported)
+    lr_scale: float = 1.0  # multiplies optimizer.head_lr for this task's head
+    encoder_lr_scale: float = 1.0  # multiplies the encoder's rate at steps that train this task
+    batch_size: int | None = None  # rows per batch of this task (None: data.batch_size)
+    max_length: int | None = None  # tokens per text of this task (None: encoder.max_length)
+    patience: int | None = None  # validations without a better score before the task stops
     mapped_rmse: bool = False  # regression: also RMSE after a cubic map to the labels (GermEval)
 
 
@@ -122,6 +128,11 @@ def parse_task_specs(tasks: DictConfig | dict) -> dict[str, TaskSpec]:
             ("train_fraction", spec.train_fraction, 0 < spec.train_fraction <= 1, "in (0, 1]"),
             ("loss_weight", spec.loss_weight, spec.loss_weight >= 0, ">= 0"),
             ("score_weight", spec.score_weight, spec.score_weight >= 0, ">= 0"),
+            ("lr_scale", spec.lr_scale, spec.lr_scale > 0, "> 0"),
+            ("encoder_lr_scale", spec.encoder_lr_scale, spec.encoder_lr_scale >= 0, ">= 0"),
+            ("batch_size", spec.batch_size, (spec.batch_size or 1) > 0, "> 0 or null"),
+            ("max_length", spec.max_length, (spec.max_length or 3) > 2, "> 2 or null"),
+            ("patience", spec.patience, (spec.patience or 1) > 0, "> 0 or null"),
             ("head.dropout", spec.head.dropout, 0 <= spec.head.dropout < 1, "in [0, 1)"),
             ("head.hidden", spec.head.hidden, (spec.head.hidden or 1) > 0, "> 0 or null"),
             ("split.val_fraction", split.val_fraction, 0 < split.val_fraction < 1, "in (0, 1)"),
@@ -184,6 +195,32 @@ class Task:
         """What a checkpoint needs to rebuild this task's head and label mapping (JSON)."""
         return {"type": self.type.value}
 
+    @property
+    def columns(self) -> list[str]:
+        """The label columns: the first is the task's own target (its metrics, its score);
+        more (`label_columns`) are further targets, reported as <column>/<metric>."""
+        return list(self.spec.label_columns or [self.spec.label_column])
+
+    @property
+    def multi(self) -> bool:
+        """Targets (N, K) with missing labels allowed, instead of (N,)."""
+        return self.spec.label_columns is not None
+
+    def column_metrics(self, make) -> MetricCollection:
+        """`make()` per column: the first column's under their own names, the others' as
+        <column>/<name>; with several columns, each sees only its observed rows."""
+        if not self.multi:
+            return MetricCollection(make())
+        metrics = {}
+        for j, column in enumerate(self.columns):
+            prefix = "" if j == 0 else f"{column}/"
+            metrics |= {prefix + k: ColumnMetric(m, j, self.missing) for k, m in make().items()}
+        return MetricCollection(metrics, compute_groups=False)  # wrappers hold no states
+
+    def missing(self, targets: Tensor) -> Tensor:
+        """Which targets are missing labels (multi-target tasks)."""
+        raise NotImplementedError
+
     def encode(self, label: Label) -> float | int:
         """A parsed label as the training target; ValueError if the fitted task cannot use it."""
         raise NotImplementedError
@@ -213,13 +250,14 @@ class Task:
 
 @dataclass(frozen=True, eq=False)
 class RegressionTask(Task):
-    """Scalar targets, standardized with the training mean and sd: the head predicts (y - μ) / σ.
+    """Scalar targets, standardized with the training mean and sd: the head predicts (y - μ) / σ
+    (per column with several label columns; missing labels are left out of loss and metrics).
 
     Score: R² = 1 − MSE / Var(y), so 0 is "always predict the mean" and 1 is perfect.
     """
 
-    mean: float = 0.0
-    std: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
     type: ClassVar[TaskType] = TaskType.regression
     LOSSES: ClassVar[dict] = {
         Loss.mse: F.mse_loss, Loss.huber: F.smooth_l1_loss, Loss.l1: F.l1_loss
@@ -252,47 +290,76 @@ class RegressionTask(Task):
 
     @classmethod
     def fit(cls, name: str, spec: TaskSpec, labels: list[Label]) -> RegressionTask:
-        t = torch.tensor(labels, dtype=torch.float64)
-        std = float(t.std()) if len(t) > 1 else 0.0
-        return cls(name, spec, mean=float(t.mean()), std=std if std > 0 else 1.0)
+        rows = [row if isinstance(row, tuple) else (row,) for row in labels]
+        means, stds = [], []
+        for j in range(len(rows[0])):
+            t = torch.tensor([r[j] for r in rows if r[j] is not None], dtype=torch.float64)
+            std = float(t.std()) if len(t) > 1 else 0.0
+            means.append(float(t.mean()) if len(t) else 0.0)
+            stds.append(std if std > 0 else 1.0)
+        return cls(name, spec, mean=tuple(means), std=tuple(stds))
 
     @classmethod
     def from_state(cls, name: str, spec: TaskSpec, state: dict) -> RegressionTask:
-        return cls(name, spec, mean=float(state["mean"]), std=float(state["std"]))
+        as_tuple = lambda v: tuple(map(float, v)) if isinstance(v, list) else (float(v),)  # noqa: E731
+        return cls(name, spec, mean=as_tuple(state["mean"]), std=as_tuple(state["std"]))
 
     def state(self) -> dict:
-        return {**super().state(), "mean": self.mean, "std": self.std}
+        if self.multi:
+            return {**super().state(), "mean": list(self.mean), "std": list(self.std)}
+        return {**super().state(), "mean": self.mean[0], "std": self.std[0]}
 
-    def encode(self, label: Label) -> float:
-        return float(label)
+    def encode(self, label: Label) -> float | list[float]:
+        if self.multi:
+            return [math.nan if v is None else float(v) for v in label]  # type: ignore[union-attr]
+        return float(label)  # type: ignore[arg-type]
+
+    def missing(self, targets: Tensor) -> Tensor:
+        return torch.isnan(targets)
 
     @property
     def num_outputs(self) -> int:
-        return 1
+        return len(self.columns)
 
     @property
     def target_dtype(self) -> torch.dtype:
         return torch.float32
 
+    def _scale(self, output: Tensor) -> tuple[Tensor, Tensor]:
+        mean = torch.tensor(self.mean, device=output.device)
+        std = torch.tensor(self.std, device=output.device)
+        return mean, std
+
     def loss(self, output: Tensor, targets: Tensor) -> Tensor:
-        standardized = (targets.float() - self.mean) / self.std
-        return self.LOSSES[self.spec.loss or Loss.mse](output.squeeze(-1).float(), standardized)
+        mean, std = self._scale(output)
+        loss = self.LOSSES[self.spec.loss or Loss.mse]
+        if not self.multi:
+            return loss(output.squeeze(-1).float(), (targets.float() - mean[0]) / std[0])
+        seen = ~self.missing(targets)  # (B, K)
+        standardized = (targets.float() - mean) / std
+        return loss(output.float()[seen], standardized[seen])  # mean over observed labels
 
     def predict(self, output: Tensor) -> Tensor:
-        y = output.squeeze(-1).float() * self.std + self.mean
-        return y.clamp(*self.spec.range) if self.spec.range else y
+        """(B,) values in the label scale, or (B, K) with several label columns."""
+        mean, std = self._scale(output)
+        y = output.float() * std + mean
+        y = y.clamp(*self.spec.range) if self.spec.range else y
+        return y if self.multi else y.squeeze(-1)
 
     def metrics(self) -> MetricCollection:
-        metrics = {
-            "rmse": MeanSquaredError(squared=False),
-            "mae": MeanAbsoluteError(),
-            "pearson": PearsonCorrCoef(),
-            "spearman": SpearmanCorrCoef(),
-            "r2": R2Score(),
-        }
-        if self.spec.mapped_rmse:
-            metrics["rmse_mapped"] = MappedRMSE()
-        return MetricCollection(metrics)
+        def make() -> dict:
+            metrics = {
+                "rmse": MeanSquaredError(squared=False),
+                "mae": MeanAbsoluteError(),
+                "pearson": PearsonCorrCoef(),
+                "spearman": SpearmanCorrCoef(),
+                "r2": R2Score(),
+            }
+            if self.spec.mapped_rmse:
+                metrics["rmse_mapped"] = MappedRMSE()
+            return metrics
+
+        return self.column_metrics(make)
 
     def score(self, values: dict[str, float]) -> float:
         return values["r2"]
@@ -327,7 +394,8 @@ class ClassificationTask(Task):
 
     @classmethod
     def fit(cls, name: str, spec: TaskSpec, labels: list[Label]) -> ClassificationTask:
-        seen = list(dict.fromkeys(map(str, labels)))
+        cells = [v for row in labels for v in (row if isinstance(row, tuple) else (row,))]
+        seen = list(dict.fromkeys(str(v) for v in cells if v is not None))
         if len(seen) < 2:
             raise DataError(
                 f"task.{name}: the training rows hold {len(seen)} class(es) {seen}; a classifier "
@@ -346,7 +414,14 @@ class ClassificationTask(Task):
     def state(self) -> dict:
         return {**super().state(), "labels": list(self.labels)}
 
-    def encode(self, label: Label) -> int:
+    MISSING: ClassVar[int] = -1  # the target of a missing label
+
+    def encode(self, label: Label) -> int | list[int]:
+        if self.multi:
+            return [self.MISSING if v is None else self._index(v) for v in label]  # type: ignore[union-attr]
+        return self._index(label)
+
+    def _index(self, label: Label) -> int:
         try:
             return self.labels.index(str(label))
         except ValueError:
@@ -355,31 +430,68 @@ class ClassificationTask(Task):
                 f"training rows (list every class in task.{self.name}.labels)"
             ) from None
 
+    def missing(self, targets: Tensor) -> Tensor:
+        return targets == self.MISSING
+
     @property
     def num_outputs(self) -> int:
-        return len(self.labels)
+        return len(self.labels) * len(self.columns)
 
     @property
     def target_dtype(self) -> torch.dtype:
         return torch.long
 
+    def logits(self, output: Tensor) -> Tensor:
+        """(B, C), or (B, K, C) with several label columns."""
+        return output.view(len(output), len(self.columns), -1) if self.multi else output
+
     def loss(self, output: Tensor, targets: Tensor) -> Tensor:
-        return F.cross_entropy(output.float(), targets.long())
+        logits = self.logits(output.float())
+        if not self.multi:
+            return F.cross_entropy(logits, targets.long())
+        return F.cross_entropy(logits.flatten(0, 1), targets.long().flatten(),
+                               ignore_index=self.MISSING)  # fmt: skip
 
     def predict(self, output: Tensor) -> Tensor:
-        return output.argmax(-1)
+        """(B,) class indices, or (B, K) with several label columns."""
+        return self.logits(output).argmax(-1)
+
+    def probabilities(self, output: Tensor) -> Tensor:
+        """(B, C), or (B, K, C): each class's probability."""
+        return self.logits(output.float()).softmax(-1)
 
     def metrics(self) -> MetricCollection:
-        k = self.num_outputs
-        return MetricCollection(
-            {
-                "accuracy": Accuracy(task="multiclass", num_classes=k),
-                "f1": F1Score(task="multiclass", num_classes=k, average="macro"),
-            }
-        )
+        k = len(self.labels)
+        return self.column_metrics(lambda: {
+            "accuracy": Accuracy(task="multiclass", num_classes=k),
+            "f1": F1Score(task="multiclass", num_classes=k, average="macro"),
+        })  # fmt: skip
 
     def score(self, values: dict[str, float]) -> float:
         return values["f1"]
+
+
+class ColumnMetric(Metric):
+    """A metric of one column of (N, K) predictions and targets, over its observed labels."""
+
+    full_state_update = False
+
+    def __init__(self, metric: Metric, column: int, missing) -> None:
+        super().__init__()
+        self.metric, self.column, self.missing = metric, column, missing
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        p, t = preds[:, self.column], target[:, self.column]
+        seen = ~self.missing(t)
+        if seen.any():
+            self.metric.update(p[seen], t[seen])
+
+    def compute(self) -> Tensor:
+        return self.metric.compute()
+
+    def reset(self) -> None:
+        super().reset()
+        self.metric.reset()
 
 
 class MappedRMSE(Metric):

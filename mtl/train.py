@@ -25,7 +25,7 @@ from mtl.data.datamodule import MultiTaskDataModule, steps_per_epoch
 from mtl.data.loading import load_tasks
 from mtl.errors import ConfigError, MtlError
 from mtl.evaluate import evaluate
-from mtl.feedback import TaskFeedback
+from mtl.feedback import TaskFeedback, TaskStopping
 from mtl.instantiate import build
 from mtl.model import MultiTaskModel, OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig, build_encoder
@@ -67,19 +67,26 @@ def train(cfg: DictConfig) -> dict:
     encoder, tokenizer = build_encoder(
         encoder_cfg, (start.model.encoder, start.tokenizer) if start else None
     )
+    for name, spec in specs.items():
+        if (spec.max_length or 0) > encoder.cfg.max_position:
+            raise ConfigError(
+                f"task.{name}.max_length={spec.max_length} exceeds the encoder's "
+                f"{encoder.cfg.max_position} positions"
+            )
     data_cfg = typed(cfg, "data", DataSettings)
     data = load_tasks(specs, tokenizer, data_cfg, cfg.seed)  # reads, fits and tokenizes
     tasks = {name: d.task for name, d in data.items()}
     sizes = {name: len(d.splits["train"]) for name, d in data.items()}
     for name, n in sizes.items():
         log.info("task %s: %d training rows, %s", name, n, tasks[name].type.value)
+    batch_sizes = {name: t.spec.batch_size or data_cfg.batch_size for name, t in tasks.items()}
     task_sampler = build(
         "sampler",
         cfg.sampler,
         sizes=list(sizes.values()),
         names=list(sizes),
         total_steps=cfg.trainer.max_steps,
-        steps_per_epoch=steps_per_epoch(sizes, data_cfg),
+        steps_per_epoch=steps_per_epoch(sizes, batch_sizes, data_cfg),
     )
     balancer = build(
         "balancer",
@@ -122,6 +129,13 @@ def train(cfg: DictConfig) -> dict:
     transfer = typed(cfg, "transfer", TransferConfig)
     if transfer.unfreeze_every:
         callbacks.append(GradualUnfreezing(transfer.unfreeze_every))
+    patience = {name: spec.patience for name, spec in specs.items() if spec.patience}
+    stopping = None
+    if patience:
+        counted = [name for name, spec in specs.items() if spec.score_weight > 0]
+        delay = 2 * data_cfg.num_workers + 1  # batches the loader may have drawn already
+        stopping = TaskStopping(task_sampler, patience, counted, delay)
+        callbacks.append(stopping)
     loggers = [build(f"logger.{k}", c) for k, c in cfg.logger.items()]
     trainer: pl.Trainer = build(
         "trainer", cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
@@ -151,6 +165,8 @@ def train(cfg: DictConfig) -> dict:
         raise
 
     metrics_file.extra["train_seconds"] = round(time.monotonic() - started, 1)
+    if stopping:
+        metrics_file.extra["stopped_tasks"] = stopping.stopped  # task -> step
     checkpoints = next((c for c in callbacks if isinstance(c, RunCheckpoints)), None)
     checkpoint = (checkpoints.best_model_path or None) if checkpoints else None
     metrics_file.extra["best_checkpoint"] = checkpoint

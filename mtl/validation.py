@@ -64,6 +64,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "optimizer.max_grad_norm": (lambda v: v is None or v > 0, "> 0 or null"),
     "optimizer.layer_decay": (lambda v: v is None or 0 < v <= 1, "in (0, 1] or null"),
+    "optimizer.accumulate": (lambda v: v >= 1, ">= 1"),
     "transfer.unfreeze_every": (lambda v: v >= 0, ">= 0"),
     "cv.folds": (lambda v: v == 0 or v >= 2, "0 (no cross-validation) or >= 2"),
     "cv.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
@@ -89,6 +90,20 @@ def check_config(cfg: DictConfig) -> None:
             good = False
         if not good or (isinstance(value, float) and not math.isfinite(value)):
             raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
+    check_together(cfg)
+
+
+def check_together(cfg: DictConfig) -> None:
+    """Settings that are valid alone but not together."""
+    accumulate = _select(cfg, "optimizer.accumulate")
+    interval = _select(cfg, "trainer.val_check_interval")
+    windowed = isinstance(accumulate, int) and accumulate > 1 and isinstance(interval, int)
+    if windowed and interval % accumulate:
+        raise ConfigError(
+            f"trainer.val_check_interval: counts batches, and must be a multiple of "
+            f"optimizer.accumulate={accumulate} (validations and checkpoints fall between "
+            f"optimizer steps), got {interval}"
+        )
 
 
 def check_keys(cfg: DictConfig) -> None:

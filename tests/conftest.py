@@ -7,10 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtl.balancing import StaticBalancer
 from mtl.config import register
+from mtl.encoder import Bert, BertConfig
+from mtl.model import MultiTaskModel, OptimizerConfig, SchedulerConfig
 from mtl.pretrained import resolve_pretrained
+from mtl.tasks import ClassificationTask, HeadSpec, RegressionTask, TaskSpec, TaskType
 
 TESTS = Path(__file__).resolve().parent
 SHARED_DATA = TESTS.parents[1] / "shared" / "data"  # real data sets, read in place
@@ -86,3 +91,56 @@ def sweep(mtl_train) -> Callable[..., list[Path]]:
         return sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
 
     return run
+
+
+# ---- a tiny model and hand-made batches, for tests of the LightningModule itself ----------
+
+
+def _tiny_model(balancer_class=StaticBalancer, max_grad_norm=1.0) -> MultiTaskModel:
+    """A 2-layer, 16-wide encoder (no dropout) with a regression and a classification head."""
+    torch.manual_seed(0)
+    size = {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "intermediate_size": 32}
+    encoder = Bert(BertConfig(vocab_size=50, dropout=0.0, attention_dropout=0.0, **size))
+    head = HeadSpec(dropout=0.0)
+    regression = TaskSpec(type=TaskType.regression, file="x", head=head)
+    classification = TaskSpec(type=TaskType.classification, file="x", head=head)
+    tasks = {
+        "score": RegressionTask.fit("score", regression, [1.0, 2.0, 3.0, 4.0]),
+        "mood": ClassificationTask.fit("mood", classification, ["neg", "pos", "neg"]),
+    }
+    balancer = balancer_class(list(tasks), {"score": 1.0, "mood": 0.5})
+    optimizer = OptimizerConfig(max_grad_norm=max_grad_norm, fused=False)
+    return MultiTaskModel(encoder, tasks, optimizer, SchedulerConfig(), balancer)
+
+
+def _part(task: str, labels: list, seed: int) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    B, T = len(labels), 6
+    return {
+        "task": task,
+        "input_ids": torch.randint(1, 50, (B, T), generator=gen),
+        "attention_mask": torch.ones(B, T, dtype=torch.long),
+        "token_type_ids": torch.zeros(B, T, dtype=torch.long),
+        "labels": torch.tensor(labels),
+    }
+
+
+def _batches(joint: bool) -> list[dict]:
+    """Two steps' batches: one task each, or (joint) both tasks in each."""
+    score = _part("score", [1.0, 4.0, 2.5, 3.0], seed=1)
+    mood = _part("mood", [0, 1, 1, 0], seed=2)
+    if joint:
+        return [{"step": s, "parts": [score, mood]} for s in range(2)]
+    return [{"step": 0, "parts": [score]}, {"step": 1, "parts": [mood]}]
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """tiny_model(balancer_class, max_grad_norm=1.0) -> a fresh MultiTaskModel (seeded)."""
+    return _tiny_model
+
+
+@pytest.fixture(scope="session")
+def batches():
+    """batches(joint) -> hand-made batches for the tiny model's tasks "score" and "mood"."""
+    return _batches

@@ -26,7 +26,11 @@ class BatchTrace(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         record = {
             "step": batch["step"],
-            "parts": [{"task": p["task"], "rows": p["rows"].tolist()} for p in batch["parts"]],
+            "global_step": trainer.global_step,
+            "parts": [
+                {"task": p["task"], "rows": p["rows"].tolist(), "width": p["input_ids"].shape[1]}
+                for p in batch["parts"]
+            ],
         }
         with open(self.path / f"rank{trainer.global_rank}.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -10,47 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from mtl.balancing import PCGrad, StaticBalancer
-from mtl.encoder import Bert, BertConfig
-from mtl.model import MultiTaskModel, OptimizerConfig, SchedulerConfig, flat_gradients
-from mtl.tasks import ClassificationTask, HeadSpec, RegressionTask, TaskSpec, TaskType
+from mtl.model import MultiTaskModel, flat_gradients
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mtl"
-
-
-def tiny_model(balancer_class, max_grad_norm=1.0) -> MultiTaskModel:
-    torch.manual_seed(0)
-    size = {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "intermediate_size": 32}
-    encoder = Bert(BertConfig(vocab_size=50, dropout=0.0, attention_dropout=0.0, **size))
-    head = HeadSpec(dropout=0.0)
-    regression = TaskSpec(type=TaskType.regression, file="x", head=head)
-    classification = TaskSpec(type=TaskType.classification, file="x", head=head)
-    tasks = {
-        "score": RegressionTask.fit("score", regression, [1.0, 2.0, 3.0, 4.0]),
-        "mood": ClassificationTask.fit("mood", classification, ["neg", "pos", "neg"]),
-    }
-    balancer = balancer_class(list(tasks), {"score": 1.0, "mood": 0.5})
-    optimizer = OptimizerConfig(max_grad_norm=max_grad_norm, fused=False)
-    return MultiTaskModel(encoder, tasks, optimizer, SchedulerConfig(), balancer)
-
-
-def part(task: str, labels: list, seed: int) -> dict:
-    gen = torch.Generator().manual_seed(seed)
-    B, T = len(labels), 6
-    return {
-        "task": task,
-        "input_ids": torch.randint(1, 50, (B, T), generator=gen),
-        "attention_mask": torch.ones(B, T, dtype=torch.long),
-        "token_type_ids": torch.zeros(B, T, dtype=torch.long),
-        "labels": torch.tensor(labels),
-    }
-
-
-def batches(joint: bool) -> list[dict]:
-    score = part("score", [1.0, 4.0, 2.5, 3.0], seed=1)
-    mood = part("mood", [0, 1, 1, 0], seed=2)
-    if joint:
-        return [{"step": s, "parts": [score, mood]} for s in range(2)]
-    return [{"step": 0, "parts": [score]}, {"step": 1, "parts": [mood]}]
 
 
 class Recorder(pl.Callback):
@@ -78,7 +40,7 @@ def fit(model: MultiTaskModel, data: list[dict], steps: int) -> Recorder:
     return recorder
 
 
-def test_training_step_runs_on_hand_made_batches_without_a_datamodule():
+def test_training_step_runs_on_hand_made_batches_without_a_datamodule(tiny_model, batches):
     model = tiny_model(StaticBalancer)
     before = copy.deepcopy(model.state_dict())
     recorder = fit(model, batches(joint=False), steps=2)
@@ -90,7 +52,7 @@ def test_training_step_runs_on_hand_made_batches_without_a_datamodule():
     assert any(k.startswith("heads.mood.") for k in changed)
 
 
-def test_pcgrad_update_through_the_model_is_the_projected_sum():
+def test_pcgrad_update_through_the_model_is_the_projected_sum(tiny_model, batches):
     """The encoder gradient the optimizer receives is PCGrad's closed form for two tasks,
     u = g1 + g2 − (d/‖g2‖²)·g2 − (d/‖g1‖²)·g1 (d = g1·g2 < 0), from gradients taken here by hand;
     each head gets the gradient of its own weighted loss."""

@@ -10,13 +10,17 @@ def uniform(lengths: dict[str, list[int]]) -> UniformSampler:
     return UniformSampler(sizes=[len(v) for v in lengths.values()], names=list(lengths))
 
 
+def each(lengths: dict[str, list[int]], size: int) -> dict[str, int]:
+    return dict.fromkeys(lengths, size)
+
+
 def run(batch_sampler, epochs):
     return [batch for _ in range(epochs) for batch in batch_sampler]
 
 
 def test_batch_sampler_yields_one_task_per_batch_and_covers_rows():
     lengths = {"a": [5, 3, 8, 2, 9, 4, 7], "b": [1, 2, 3]}
-    sampler = MultiTaskBatchSampler(lengths, uniform(lengths), 2, 50, seed=1)
+    sampler = MultiTaskBatchSampler(lengths, uniform(lengths), each(lengths, 2), 50, seed=1)
     batches = run(sampler, 2)
     assert len(batches) == 100
     a_rows = Counter()
@@ -35,7 +39,7 @@ def test_batch_sampler_yields_one_task_per_batch_and_covers_rows():
 def test_task_sequence_is_reproducible_and_seeded():
     def sequence(seed):
         lengths = {"a": [3] * 40, "b": [3] * 40}
-        sampler = MultiTaskBatchSampler(lengths, uniform(lengths), 4, 30, seed)
+        sampler = MultiTaskBatchSampler(lengths, uniform(lengths), each(lengths, 4), 30, seed)
         return [b.parts[0][0] for b in run(sampler, 2)]
 
     assert sequence(0) == sequence(0)
@@ -49,7 +53,7 @@ def test_streams_are_keyed_by_task_name_not_position():
         lengths = {n: list(range(1, 41)) for n in names}
         weights = {"a": 1.0, "b": 0.0, "c": 0.0}  # only a trains: its stream alone advances
         sampler = FixedSampler(sizes=[40] * 3, names=names, weights=weights)
-        batches = run(MultiTaskBatchSampler(lengths, sampler, 4, 20, seed=5), 1)
+        batches = run(MultiTaskBatchSampler(lengths, sampler, each(lengths, 4), 20, seed=5), 1)
         return [b.parts[0][1] for b in batches]
 
     assert rows_by_task(["a", "b", "c"]) == rows_by_task(["c", "b", "a"])
@@ -57,7 +61,9 @@ def test_streams_are_keyed_by_task_name_not_position():
 
 def test_joint_steps_draw_distinct_tasks():
     lengths = {n: [3] * 40 for n in "abc"}
-    sampler = MultiTaskBatchSampler(lengths, uniform(lengths), 4, 20, 0, tasks_per_step=2)
+    sampler = MultiTaskBatchSampler(
+        lengths, uniform(lengths), each(lengths, 4), 20, 0, tasks_per_step=2
+    )
     for batch in sampler:
         tasks = [task for task, _ in batch.parts]
         assert len(tasks) == 2 and len(set(tasks)) == 2
@@ -68,7 +74,7 @@ def test_batch_sampler_resumes_exactly_from_a_batch_state():
     lengths = {"a": [3] * 50, "b": [5] * 30}
 
     def make():
-        return MultiTaskBatchSampler(lengths, uniform(lengths), 4, 25, 7)
+        return MultiTaskBatchSampler(lengths, uniform(lengths), each(lengths, 4), 25, 7)
 
     full = [b.parts for b in run(make(), 3)]
     batches = iter(make())
@@ -77,3 +83,10 @@ def test_batch_sampler_resumes_exactly_from_a_batch_state():
     resumed.load_state_dict(taken[-1].state)  # the state after the 10th batch
     rest = [b.parts for b in run(resumed, 3)][:65]
     assert rest == full[10:]
+
+
+def test_each_task_batches_at_its_own_size():
+    lengths = {"a": [3] * 40, "b": [3] * 40}
+    sampler = MultiTaskBatchSampler(lengths, uniform(lengths), {"a": 4, "b": 10}, 30, seed=0)
+    sizes = {task: len(rows) for batch in sampler for task, rows in batch.parts}
+    assert sizes == {"a": 4, "b": 10}

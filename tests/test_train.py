@@ -50,7 +50,7 @@ def test_tensorboard_has_per_task_metrics_sampler_and_learning_rates(tiny_run, s
         assert f"sampler/p/{task}" in tags
         assert any(t.startswith(f"val/{task}/") for t in tags)
     assert [e.step for e in tags["val/score"]] == [0, 10, 20]
-    assert {"lr/encoder", "lr/heads"} <= set(tags)
+    assert {"lr/encoder", "lr/heads/demo_complexity", "lr/heads/demo_sentiment"} <= set(tags)
     lr = [e.value for e in tags["lr/encoder"]]
     assert lr[0] == pytest.approx(1e-4 / 2) and lr[-1] < 1e-4  # warmup over 2 steps, then decay
 

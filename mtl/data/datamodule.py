@@ -42,9 +42,9 @@ def _passthrough_collate(batch: dict) -> dict:
     return batch  # __getitems__ already returns a collated batch
 
 
-def steps_per_epoch(sizes: dict[str, int], cfg: DataConfig) -> int:
-    """`data.steps_per_epoch`, or Σ ceil(n / batch_size) over tasks (one pass in expectation)."""
-    return cfg.steps_per_epoch or sum(math.ceil(n / cfg.batch_size) for n in sizes.values())
+def steps_per_epoch(sizes: dict[str, int], batch_sizes: dict[str, int], cfg: DataConfig) -> int:
+    """`data.steps_per_epoch`, or Σ ceil(n / batch size) over tasks (one pass in expectation)."""
+    return cfg.steps_per_epoch or sum(math.ceil(n / batch_sizes[t]) for t, n in sizes.items())
 
 
 class MultiTaskDataModule(pl.LightningDataModule):
@@ -70,14 +70,19 @@ class MultiTaskDataModule(pl.LightningDataModule):
     def train_sizes(self) -> dict[str, int]:
         return {name: len(d.splits["train"]) for name, d in self.data.items()}
 
+    @property
+    def batch_sizes(self) -> dict[str, int]:
+        """Each task's own batch size, or data.batch_size."""
+        return {n: d.task.spec.batch_size or self.cfg.batch_size for n, d in self.data.items()}
+
     def train_dataloader(self) -> DataLoader:
         parts = {name: d.splits["train"] for name, d in self.data.items()}
         trainer = self.trainer
         batch_sampler = MultiTaskBatchSampler(
             {name: p.lengths for name, p in parts.items()},
             self.task_sampler,
-            self.cfg.batch_size,
-            steps_per_epoch(self.train_sizes, self.cfg),
+            self.batch_sizes,
+            steps_per_epoch(self.train_sizes, self.batch_sizes, self.cfg),
             self.seed,
             tasks_per_step=self.cfg.tasks_per_step,
             rank=trainer.global_rank if trainer else 0,

@@ -86,8 +86,15 @@ class TaskData:
     skipped: int = 0  # bad rows left out with data.on_bad_row=skip
 
     def summary(self) -> dict[str, dict]:
-        """Per split: its file and row count (for metrics.json and model cards)."""
-        return {s: {"file": self.files[s], "rows": len(d)} for s, d in self.splits.items()}
+        """Per split: its file, row count, and (several label columns) missing labels per
+        column (for metrics.json and model cards)."""
+        out = {}
+        for split, dataset in self.splits.items():
+            out[split] = {"file": self.files[split], "rows": len(dataset)}
+            if self.task.multi:
+                missing = self.task.missing(dataset.targets).sum(0).tolist()
+                out[split]["missing_labels"] = dict(zip(self.task.columns, missing, strict=True))
+        return out
 
 
 def load_tasks(
@@ -138,13 +145,23 @@ def load_task(
                 "were rows skipped as bad?)"
             )
         tokens, hit = tokenize_cached(
-            tokenizer, ex.texts, ex.pairs, Path(cfg.cache_dir) if cfg.cache_dir else None
-        )
+            task_tokenizer(tokenizer, spec), ex.texts, ex.pairs,
+            Path(cfg.cache_dir) if cfg.cache_dir else None,
+        )  # fmt: skip
         log.info("%s/%s: %d rows, tokens %s", name, split, len(ex),
                  "from cache" if hit else "computed")  # fmt: skip
         datasets[split] = TaskDataset(name, tokens, targets, pad_id(tokenizer))
     files = {split: str(examples[split].path) for split in datasets}
     return TaskData(task, datasets, files, skipped)
+
+
+def task_tokenizer(tokenizer: Tokenizer, spec: TaskSpec) -> Tokenizer:
+    """The tokenizer, truncating at the task's own max_length where it has one."""
+    if spec.max_length is None:
+        return tokenizer
+    own = Tokenizer.from_str(tokenizer.to_str())
+    own.enable_truncation(spec.max_length)
+    return own
 
 
 def declared_splits(spec: TaskSpec) -> list[str]:
@@ -182,7 +199,8 @@ def _encode(task: Task, ex: Examples, result: ReadResult, on_bad_row: str) -> Te
             targets.append(task.encode(label))
             good.append(i)
         except ValueError as e:
-            reason = f"{ex.path}:{ex.lines[i]}: column {task.spec.label_column!r}: {e}"
+            columns = ", ".join(map(repr, task.columns))
+            reason = f"{ex.path}:{ex.lines[i]}: column{'s' * task.multi} {columns}: {e}"
             if not result.skip(reason, on_bad_row):
                 raise DataError(reason) from None
     if len(good) < len(ex):

@@ -209,7 +209,8 @@ def read_examples(
     """Read and validate one file for the task named `task`; see the module docstring."""
     fmt = detect_format(path, spec.format)
     text = read_text(path, spec.encoding)
-    columns = [spec.text_column, spec.label_column]
+    label_columns = spec.label_columns or [spec.label_column]
+    columns = [spec.text_column, *label_columns]
     columns += [c for c in (spec.text_pair_column, group_column) if c]
     result = ReadResult(Examples(path, pairs=[] if spec.text_pair_column else None,
                                  groups=[] if group_column else None))  # fmt: skip
@@ -252,20 +253,30 @@ def _check_header(path: Path, task: str, header: list[str], columns: list[str]) 
 def _validated(
     spec: TaskSpec, record: dict[str, str | None], columns: list[str]
 ) -> tuple[dict[str, str], Label]:
-    """The needed columns of one record and its parsed label, or ValueError("column 'c': ...")."""
+    """The needed columns of one record and its parsed label, or ValueError("column 'c': ...").
+    With `label_columns` the label is a tuple, None where a cell is empty: a missing label,
+    left out of the loss and the metrics (a row may lack them all), never a bad row."""
+    labels = spec.label_columns or [spec.label_column]
     values = {}
     for column in columns:
         value = record.get(column)
-        if value is None:
+        if value is None and not (spec.label_columns and column in labels):
             raise ValueError(f"column {column!r}: missing")
-        value = value.strip()
+        value = (value or "").strip()
         if column in (spec.text_column, spec.text_pair_column) and not value:
             raise ValueError(f"column {column!r}: text is empty")
         values[column] = value
+    parse = task_type(spec).parse_label
+    if not spec.label_columns:
+        return values, _parsed(parse, spec, spec.label_column, values[spec.label_column])
+    return values, tuple(_parsed(parse, spec, c, values[c]) if values[c] else None for c in labels)
+
+
+def _parsed(parse, spec: TaskSpec, column: str, raw: str) -> Label:
     try:
-        return values, task_type(spec).parse_label(spec, values[spec.label_column])
+        return parse(spec, raw)
     except ValueError as e:
-        raise ValueError(f"column {spec.label_column!r}: {e}") from None
+        raise ValueError(f"column {column!r}: {e}") from None
 
 
 @dataclass

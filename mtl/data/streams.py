@@ -86,7 +86,7 @@ class StepBatch:
 
 class MultiTaskBatchSampler(Sampler[StepBatch]):
     """Yields, step after step, the next batch of each of the `tasks_per_step` tasks that the
-    task sampler picks.
+    task sampler picks (each task in batches of its own size).
 
     One epoch is `steps_per_epoch` steps; task streams carry over between epochs. Each yielded
     StepBatch carries the sampler state right *after* it: once that step is trained, it is the
@@ -97,7 +97,7 @@ class MultiTaskBatchSampler(Sampler[StepBatch]):
         self,
         task_lengths: dict[str, list[int]],
         task_sampler: TaskSampler,
-        batch_size: int,
+        batch_sizes: dict[str, int],
         steps_per_epoch: int,
         seed: int,
         tasks_per_step: int = 1,
@@ -111,7 +111,7 @@ class MultiTaskBatchSampler(Sampler[StepBatch]):
         self.seed = seed
         self.tasks_per_step = tasks_per_step
         self.streams = {
-            name: TaskBatchStream(name, lengths, batch_size, seed, rank, world_size)
+            name: TaskBatchStream(name, lengths, batch_sizes[name], seed, rank, world_size)
             for name, lengths in task_lengths.items()
         }
         self.step = 0  # global step of the next batch
@@ -135,7 +135,7 @@ class MultiTaskBatchSampler(Sampler[StepBatch]):
     def __iter__(self) -> Iterator[StepBatch]:
         names = self.task_sampler.names
         for _ in range(self.steps_per_epoch - self.step % self.steps_per_epoch):
-            probabilities = self.task_sampler.probabilities(self.step)
+            probabilities = self.task_sampler.draw_probabilities(self.step)
             tasks = self.task_sampler.choose(self.step, self.seed, self.tasks_per_step)
             parts = [(names[t], self.streams[names[t]].next()) for t in tasks]
             step, self.step = self.step, self.step + 1
