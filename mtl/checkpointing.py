@@ -124,7 +124,7 @@ class RunCheckpoints(Checkpoint):
             self._save_last(trainer)
 
     def _save_last(self, trainer: pl.Trainer) -> None:
-        trainer.save_checkpoint(self.last_model_path)
+        trainer.save_checkpoint(self.last_model_path, weights_only=False)  # full: resumable
         self._saved_step, self._saved_at = trainer.global_step, time.monotonic()
 
     def state_dict(self) -> dict:

@@ -53,6 +53,11 @@ def cross_validate(cfg: DictConfig, train) -> dict:
             f"cv.task: {cv.task!r} is not one of the run's tasks ({', '.join(cfg.task)}); name "
             "the task whose rows are folded"
         )
+    if cfg.task[name].get("type") not in ("regression", "classification"):
+        raise ConfigError(
+            f"cv.task: {name} is a {cfg.task[name].get('type')} task; cross-validation pools "
+            "one prediction per row of a regression or classification task"
+        )
     if not cfg.task[name].get("file"):
         raise ConfigError(
             f"cv.task: cross-validation folds the rows of one file; give task.{name}.file (and "

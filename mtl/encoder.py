@@ -198,6 +198,7 @@ class Bert(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.apply(self._init_weights)
+        self.mlm_weights: dict[str, Tensor] = {}  # a checkpoint's masked-LM head, if it had one
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -314,7 +315,9 @@ class Bert(nn.Module):
             raise CheckpointError(f"{config_file}: expected a JSON object")
         cfg = BertConfig.from_hf(hf, str(config_file), **overrides)
         model = cls(cfg)
-        model.load_hf_state_dict(*read_weights(path))
+        state, source = read_weights(path)
+        model.load_hf_state_dict(state, source)
+        model.mlm_weights = mlm_head_weights(state)
         return model
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -365,6 +368,24 @@ def normalize_hf_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
             key = key.replace(".gamma", ".weight").replace(".beta", ".bias")
         out[key] = value
     return out
+
+
+MLM_HEAD = {  # BertForMaskedLM's cls.predictions.* -> mtl.heads.MaskedLMHead
+    "cls.predictions.transform.dense.weight": "dense.weight",
+    "cls.predictions.transform.dense.bias": "dense.bias",
+    "cls.predictions.transform.LayerNorm.weight": "norm.weight",
+    "cls.predictions.transform.LayerNorm.bias": "norm.bias",
+    "cls.predictions.bias": "bias",
+}
+
+
+def mlm_head_weights(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The masked-LM head's weights in a checkpoint (all of them, or none); the decoder is tied
+    to the word embeddings, so it is not among them."""
+    state = {k.removeprefix("bert.").replace(".gamma", ".weight").replace(".beta", ".bias"): v
+             for k, v in state.items() if "cls.predictions" in k}  # fmt: skip
+    found = {ours: state[theirs].float() for theirs, ours in MLM_HEAD.items() if theirs in state}
+    return found if len(found) == len(MLM_HEAD) else {}
 
 
 def read_weights(path: Path) -> tuple[dict[str, Tensor], str]:

@@ -1,12 +1,22 @@
-"""Task heads: small networks from the encoder's sentence vector to a task's outputs."""
+"""Task heads: small networks from the encoder's output to a task's outputs.
+
+Every head is called as `head(out, encoder, part)`: `out` is the encoder's BertOutput (the
+token states (B, T, C) and the sentence vectors (B, C)), `encoder` the shared encoder (the
+masked-LM head reuses its word embeddings) and `part` the task's batch.
+"""
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mtl.encoder import Bert, BertOutput
 
 
 class MLPHead(nn.Module):
-    """dropout → [Linear → GELU → dropout] → Linear: a linear probe, or one hidden layer."""
+    """dropout → [Linear → GELU → dropout] → Linear on the sentence vector: a linear probe, or
+    one hidden layer. (B, C) -> (B, outputs)."""
 
     def __init__(
         self, in_features: int, out_features: int, hidden: int | None = None, dropout: float = 0.1
@@ -19,5 +29,33 @@ class MLPHead(nn.Module):
         layers.append(nn.Linear(in_features, out_features))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, pooled: Tensor) -> Tensor:
-        return self.net(pooled)  # (B, C) -> (B, out_features)
+    def forward(self, out: BertOutput, encoder: Bert, part: dict) -> Tensor:
+        return self.net(out.pooled)  # (B, C) -> (B, out_features)
+
+
+class TokenHead(MLPHead):
+    """The same network on every token's state: (B, T, C) -> (B, T, outputs) (tagging)."""
+
+    def forward(self, out: BertOutput, encoder: Bert, part: dict) -> Tensor:
+        return self.net(out.hidden)
+
+
+class MaskedLMHead(nn.Module):
+    """BERT's masked-LM head (as BertForMaskedLM's `cls.predictions`): dense → GELU →
+    LayerNorm, then a decoder tied to the encoder's word embeddings, plus a bias. Only the
+    masked positions (labels != -100) are decoded: (M, V) logits, not (B, T, V)."""
+
+    def __init__(self, encoder: Bert) -> None:
+        super().__init__()
+        cfg = encoder.cfg
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        pretrained = encoder.mlm_weights  # cls.predictions.* of the checkpoint, if it had them
+        if pretrained:
+            self.load_state_dict(pretrained)
+
+    def forward(self, out: BertOutput, encoder: Bert, part: dict) -> Tensor:
+        h = out.hidden[part["labels"] != -100]  # (M, C)
+        h = self.norm(F.gelu(self.dense(h)))
+        return h @ encoder.embeddings.word.weight.T + self.bias  # (M, V)

@@ -19,9 +19,8 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from mtl.balancing import LossBalancer, StaticBalancer
-from mtl.encoder import Bert
+from mtl.encoder import Bert, BertOutput
 from mtl.errors import ConfigError
-from mtl.heads import MLPHead
 from mtl.tasks import Task, spec_dict
 
 
@@ -103,13 +102,7 @@ class MultiTaskModel(pl.LightningModule):
         self.scheduler_cfg = scheduler or SchedulerConfig()
         self.balancer = balancer or StaticBalancer(list(tasks), {})
         self.run_info = run_info or {}
-        C = encoder.hidden_size
-        self.heads = nn.ModuleDict(
-            {
-                name: MLPHead(C, t.num_outputs, t.spec.head.hidden, t.spec.head.dropout)
-                for name, t in tasks.items()
-            }
-        )
+        self.heads = nn.ModuleDict({name: t.head(encoder) for name, t in tasks.items()})
         self.val_metrics = self.new_metrics()
         self.frozen_heads: set[str] = set()  # heads that no longer learn (a stopped task's)
         self._window: dict[str, list[float]] = {}  # training losses since the last log write
@@ -118,18 +111,17 @@ class MultiTaskModel(pl.LightningModule):
         self._window_tasks: set[str] = set()
         self._task_grads: dict[str, Tensor] = {}  # gradient-level balancing: per task, summed
 
-    def encode(self, batch: dict) -> Tensor:
-        """input_ids, attention_mask, token_type_ids (B, T) -> the sentence vectors (B, C), or
-        the batch's cached ones (feature extraction with a frozen encoder)."""
-        if "features" in batch:
-            return batch["features"]
-        return self.encoder(
-            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
-        ).pooled
+    def encode(self, part: dict) -> BertOutput:
+        """input_ids, attention_mask, token_type_ids (B, T) -> the token states (B, T, C) and
+        sentence vectors (B, C), or the batch's cached sentence vectors alone (feature
+        extraction with a frozen encoder)."""
+        if "features" in part:
+            return BertOutput(hidden=None, pooled=part["features"])  # type: ignore[arg-type]
+        return self.encoder(part["input_ids"], part["attention_mask"], part["token_type_ids"])
 
     def forward(self, part: dict) -> Tensor:
-        """One task's batch -> its head's output (B, outputs)."""
-        return self.heads[part["task"]](self.encode(part))
+        """One task's batch -> its head's output ((B, outputs), or its task's token shape)."""
+        return self.heads[part["task"]](self.encode(part), self.encoder, part)
 
     def task_losses(self, parts: list[dict]) -> dict[str, Tensor]:
         return {p["task"]: self.tasks[p["task"]].loss(self(p), p["labels"]) for p in parts}
@@ -281,7 +273,7 @@ class MultiTaskModel(pl.LightningModule):
     def update_metrics(self, metrics: nn.ModuleDict, part: dict) -> None:
         """Add one task's batch to its metrics: predictions in label space vs labels."""
         name = part["task"]
-        metrics[name].update(self.tasks[name].predict(self(part)), part["labels"])
+        self.tasks[name].update_metrics(metrics[name], self(part), part["labels"])
 
     def compute_metrics(self, metrics: nn.ModuleDict, prefix: str) -> dict[str, float]:
         """<prefix>/<task>/<metric> and <prefix>/<task>/score for each task with data, and
@@ -295,8 +287,8 @@ class MultiTaskModel(pl.LightningModule):
             metrics[name].reset()
             values["score"] = task.score(values)
             results.update({f"{prefix}/{name}/{k}": v for k, v in values.items()})
-            weighted += task.spec.score_weight * values["score"]
-            weights += task.spec.score_weight
+            weighted += task.score_weight * values["score"]
+            weights += task.score_weight
         if weights > 0:
             results[f"{prefix}/score"] = weighted / weights
         return results

@@ -4,10 +4,13 @@ Input: CSV, TSV or JSON Lines (by suffix or --format), or plain text lines (`.tx
 `--format lines`, and stdin by default). Output: the input rows with, per task, the value in
 the label scale in a column named after the task (regression; clamped to the task's range),
 or the label in `<task>` and each class's probability in `<task>_prob_<label>`
-(classification). CSV, TSV or JSON Lines by the output's suffix; JSON Lines on stdout by
-default. An empty text is refused (file, line and column named), as in training.
+(classification), or the labels above the threshold (joined by the task's delimiter) in
+`<task>` and each label's probability in `<task>_prob_<label>` (multilabel). Token-level
+tasks (tagging, mlm) are not predicted here. CSV, TSV or JSON Lines by the output's suffix;
+JSON Lines on stdout by default. An empty text is refused (file, line and column named), as
+in training.
 
-Several models form an ensemble: regression values and class probabilities are averaged.
+Several models form an ensemble: regression values and probabilities are averaged.
 Rows are tokenized once, sorted by length and batched, so padding stays small; the output
 keeps the input order.
 
@@ -29,15 +32,17 @@ from tqdm import tqdm
 from mtl import cli
 from mtl.data.batching import collate, sorted_batches
 from mtl.data.cache import tokenize
+from mtl.data.decoding import decode, read_text
 from mtl.data.loading import task_tokenizer
-from mtl.data.readers import Table, decode, read_table, read_text
+from mtl.data.readers import FORMATS as READ_FORMATS
+from mtl.data.readers import Table, read_table
 from mtl.errors import MtlError
 from mtl.io import atomic_write_text
-from mtl.tasks import ClassificationTask, Task
+from mtl.tasks import ClassificationTask, MultilabelTask, Task
 from mtl.tokenizer import pad_id
 from mtl.trained import TrainedModel, load_all
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "lines"}
+FORMATS = {suffix: fmt for suffix, fmt in READ_FORMATS.items() if fmt != "conll"}
 
 
 class Predictor:
@@ -60,12 +65,20 @@ class Predictor:
         """The first member's tasks (every member must have those predicted)."""
         return self.members[0].tasks
 
+    @property
+    def predictable(self) -> list[str]:
+        """The tasks with a label per text (not tagging or mlm): those predicted by default."""
+        return [name for name, task in self.tasks.items() if task.level == "sentence"]
+
     def columns(self, tasks: list[str]) -> list[str]:
         """The output columns of `tasks`, in order: per target, its value (or label and class
         probabilities); a task's further label columns as <task>_<column>."""
         out = []
         for name in tasks:
             task = self.tasks[name]
+            if isinstance(task, MultilabelTask):
+                out += [name, *(f"{name}_prob_{label}" for label in task.labels)]
+                continue
             for j, column in enumerate(task.columns):
                 key = name if j == 0 else f"{name}_{column}"
                 out.append(key)
@@ -82,7 +95,7 @@ class Predictor:
         progress: bool = False,
     ) -> list[dict]:
         """For each text (pair): {task: value or label, task_prob_<label>: p, ...}."""
-        tasks = list(tasks or self.tasks)
+        tasks = list(tasks or self.predictable)
         self._check(tasks)
         outputs = [
             self._outputs(m, texts, pairs, tasks, batch_size, progress) for m in self.members
@@ -91,6 +104,13 @@ class Predictor:
         for name in tasks:
             task = self.tasks[name]
             mean = torch.stack([out[name] for out in outputs]).mean(0)  # (N, K) or (N, K, C)
+            if isinstance(task, MultilabelTask):  # mean: (N, L) probabilities
+                threshold = task.spec.threshold
+                for row, p in zip(rows, mean.tolist(), strict=True):
+                    above = [c for c, q in zip(task.labels, p, strict=True) if q > threshold]
+                    row[name] = task.spec.label_delimiter.join(above)
+                    row.update(zip((f"{name}_prob_{c}" for c in task.labels), p, strict=True))
+                continue
             for j, column in enumerate(task.columns):
                 key = name if j == 0 else f"{name}_{column}"
                 if isinstance(task, ClassificationTask):
@@ -105,6 +125,12 @@ class Predictor:
         return rows
 
     def _check(self, tasks: list[str]) -> None:
+        token_level = [t for t in tasks if t in self.tasks and self.tasks[t].level == "token"]
+        if token_level:
+            raise MtlError(
+                f"task {token_level[0]!r} is {self.tasks[token_level[0]].type.value}: only tasks "
+                f"with a label per text are predicted ({', '.join(self.predictable)})"
+            )
         for member in self.members:
             unknown = [t for t in tasks if t not in member.tasks]
             if unknown:
@@ -132,8 +158,7 @@ class Predictor:
         batch_size: int | None,
         progress: bool,
     ) -> dict:
-        """Per task: regression values (N, K) in the label scale, or class probabilities
-        (N, K, C) in the first member's class order (K label columns)."""
+        """Per task, as `_task_output` gives them for each batch: (N, K), (N, K, C) or (N, L)."""
         results: dict[str, torch.Tensor] = {}
         by_tokenizer: dict[int | None, list[str]] = {}  # tasks grouped by their max_length
         for name in tasks:
@@ -147,18 +172,22 @@ class Predictor:
             for rows in tqdm(batches, disable=not progress, desc=f"predict {member.source.name}"):
                 batch = {k: v.to(self.device) for k, v in collate(tokens, rows, pad).items()}
                 with member.autocast(self.device):
-                    pooled = member.model.encode(batch)
+                    encoded = member.model.encode(batch)
                     for name in group:
-                        out = self._task_output(member, name, member.model.heads[name](pooled))
+                        output = member.model.heads[name](encoded, member.model.encoder, batch)
+                        out = self._task_output(member, name, output)
                         if name not in results:
                             results[name] = torch.empty((len(texts), *out.shape[1:]))
                         results[name][rows] = out.float().cpu()
         return results
 
     def _task_output(self, member: TrainedModel, name: str, output: torch.Tensor) -> torch.Tensor:
-        """(B, K) values in the label scale, or (B, K, C) class probabilities in the first
-        member's class order."""
+        """(B, K) values in the label scale, (B, K, C) class probabilities or (B, L) label
+        probabilities, in the first member's class (label) order."""
         task = member.tasks[name]
+        if isinstance(task, MultilabelTask):
+            order = [task.labels.index(label) for label in self.tasks[name].labels]
+            return task.probabilities(output)[:, order]
         if not isinstance(task, ClassificationTask):
             values = task.predict(output)
             return values if task.multi else values.unsqueeze(-1)
@@ -182,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["csv", "tsv", "jsonl", "lines"], help="input format")
     parser.add_argument("--output-format", choices=["csv", "tsv", "jsonl"], help="output format")
     parser.add_argument("--encoding", default="utf-8", help="input encoding (default utf-8)")
-    parser.add_argument("--tasks", help="comma-separated tasks to predict (default: all)")
+    parser.add_argument(
+        "--tasks", help="comma-separated tasks to predict (default: all with a label per text)"
+    )
     parser.add_argument("--text-column", help="default: the first task's text column")
     parser.add_argument("--text-pair-column", help="default: the first task's, if it has one")
     args = parser.parse_args(argv)
@@ -243,7 +274,9 @@ def _read_input(name: str, fmt: str, encoding: str) -> Table:
 
 def _tasks(selected: str | None, predictor: Predictor) -> list[str]:
     if not selected:
-        return list(predictor.tasks)
+        if not predictor.predictable:
+            raise MtlError(f"the model's tasks ({', '.join(predictor.tasks)}) are all token-level")
+        return predictor.predictable
     tasks = [t.strip() for t in selected.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in predictor.tasks]
     if unknown or not tasks:

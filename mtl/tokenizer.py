@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from mtl.errors import CheckpointError
@@ -81,6 +81,16 @@ def encode(
     tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None = None
 ) -> tuple[list[list[int]], list[list[int]]]:
     """Token ids and token-type ids for each text (or text pair: [CLS] a [SEP] b [SEP])."""
-    inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else texts
-    encodings = tokenizer.encode_batch(inputs)
+    encodings = encode_batch(tokenizer, texts, pairs)
     return [e.ids for e in encodings], [e.type_ids for e in encodings]
+
+
+def encode_batch(
+    tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None = None, words: bool = False
+) -> list[Encoding]:
+    """Each text's encoding (or text pair's: [CLS] a [SEP] b [SEP]); with `words` the texts are
+    space-separated words, tokenized word by word (each piece knows its word)."""
+    inputs: list = [t.split(" ") for t in texts] if words else texts
+    if pairs is not None:
+        inputs = list(zip(inputs, [p.split(" ") for p in pairs] if words else pairs, strict=True))
+    return tokenizer.encode_batch(inputs, is_pretokenized=words)

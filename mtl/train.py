@@ -22,6 +22,7 @@ from mtl.checkpointing import AtomicCheckpointIO, GracefulStop, RunCheckpoints
 from mtl.config import ROOT, DataSettings, register
 from mtl.cv import cross_validate
 from mtl.data.datamodule import MultiTaskDataModule, steps_per_epoch
+from mtl.data.datasets import with_dataset
 from mtl.data.loading import load_tasks
 from mtl.errors import ConfigError, MtlError
 from mtl.evaluate import evaluate
@@ -51,9 +52,12 @@ class RunStoppedError(Exception):
 
 def check_run(cfg: DictConfig) -> tuple[dict[str, TaskSpec], Path | None]:
     """What is checked before anything is built: the config (unknown keys, ranges, _target_),
-    the task specs, and the checkpoint to resume from."""
+    the task specs (with registered data sets' files filled in), and the checkpoint to
+    resume from."""
     check_config(cfg)
-    specs = parse_task_specs(cfg.task)
+    root = Path(cfg.data.root)
+    specs = {name: with_dataset(name, spec, root) if spec.dataset else spec
+             for name, spec in parse_task_specs(cfg.task).items()}  # fmt: skip
     return specs, resume_checkpoint(cfg.resume, list(specs))
 
 

@@ -23,6 +23,7 @@ import torch
 from mtl.data.batching import collate, sorted_batches
 from mtl.data.loading import TaskData
 from mtl.encoder import Bert
+from mtl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,16 @@ class TransferConfig:
 def cache_features(
     encoder: Bert, data: dict[str, TaskData], precision: str, device: torch.device, batch_size: int
 ) -> None:
-    """Compute every split's sentence vectors once and attach them to its datasets."""
+    """Compute every split's sentence vectors once and attach them to its datasets. Token-level
+    tasks need every token's state, which is not cached: they are refused."""
+    token_level = [n for n, d in data.items() if d.task.level == "token"]
+    if token_level:
+        raise ConfigError(
+            f"transfer=feature_extraction caches sentence vectors, but task {token_level[0]!r} "
+            f"({data[token_level[0]].task.type.value}) needs every token's state; freeze the "
+            "encoder without the cache instead: transfer=finetune encoder.freeze_embeddings=true "
+            "encoder.freeze_layers=6 (its number of layers)"
+        )
     encoder.requires_grad_(False)
     was_training = encoder.training
     encoder.eval().to(device)

@@ -69,7 +69,9 @@ def test_task_spec_errors_name_task_and_key(tmp_path):
     with pytest.raises(ConfigCompositionException) as refused:
         compose_train("task.demo_complexity.type=ranking")
     cause = str(refused.value.__cause__)
-    assert "Invalid value 'ranking', expected one of [regression, classification]" in cause
+    assert (
+        "Invalid value 'ranking', expected one of [regression, classification, multilabel" in cause
+    )
     assert "full_key: task.demo_complexity.type" in cause
 
 

@@ -147,7 +147,7 @@ def test_token_cache_is_reused_and_keyed_by_content(tmp_path, tokenizer, monkeyp
     def fail(*args):
         raise AssertionError("tokenizer called although the cache holds these texts")
 
-    monkeypatch.setattr("mtl.data.cache.encode", fail)
+    monkeypatch.setattr("mtl.data.cache.encode_batch", fail)
     again, hit = tokenize_cached(tokenizer, texts, pairs, tmp_path)
     assert hit and torch.equal(again.ids, first.ids) and torch.equal(again.type_ids, first.type_ids)
     monkeypatch.undo()

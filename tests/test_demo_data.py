@@ -19,6 +19,9 @@ FILES = [
     for split in ("train", "val")
 ]
 SIZES = {"train": demo.TRAIN_ROWS, "val": demo.VAL_ROWS}
+MORE_FILES = [  # the demo tasks of the other task kinds (multi-label, tagging)
+    Path("aspects") / f"{split}.csv" for split in ("train", "val")
+] + [Path("entities") / f"{split}.conll" for split in ("train", "val")]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def is_negated(sentence: str) -> bool:
     return any(word in sentence.split() for word in demo.NEGATION_WORDS)
 
 
-@pytest.mark.parametrize("name", FILES, ids=str)
+@pytest.mark.parametrize("name", FILES + MORE_FILES, ids=str)
 def test_default_seed_reproduces_committed_files(regenerated: Path, name: Path) -> None:
     assert (regenerated / name).read_bytes() == (COMMITTED / name).read_bytes()
 
@@ -167,3 +170,31 @@ def test_label_noise_rate_is_about_five_percent() -> None:
 def test_unknown_pattern_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown sentiment pattern"):
         demo.sentiment_example(random.Random(0), True, "sarcastic")
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_aspect_labels_name_exactly_the_aspects_mentioned(split: str) -> None:
+    rows = read_rows(COMMITTED / "aspects" / f"{split}.csv")
+    assert rows[0] == ["sentence", "aspects"] and len(rows) - 1 == SIZES[split]
+    counts = {k: 0 for k in range(4)}
+    for sentence, aspects in rows[1:]:
+        words = set(sentence.rstrip(".").replace(",", "").split())
+        mentioned = [a for a, nouns in demo.ASPECTS.items() if any(n.word in words for n in nouns)]
+        assert aspects == ";".join(mentioned), sentence
+        counts[len(mentioned)] += 1
+    assert all(counts.values())  # reviews with none, one, two and three aspects
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_entity_tags_are_well_formed_bio(split: str) -> None:
+    text = (COMMITTED / "entities" / f"{split}.conll").read_text(encoding="utf-8")
+    sentences = [block.split("\n") for block in text.strip("\n").split("\n\n")]
+    assert len(sentences) == SIZES[split]
+    kinds = set()
+    for lines in sentences:
+        tags = [line.split(" ")[1] for line in lines]
+        for previous, tag in zip(["O", *tags], tags, strict=False):
+            if tag.startswith("I-"):  # an entity continues only one of its own kind
+                assert previous[2:] == tag[2:], lines
+            kinds.add(tag)
+    assert kinds == {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}

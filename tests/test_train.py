@@ -199,4 +199,4 @@ def test_console_script_lists_config_groups(tmp_path):
     result = subprocess.run([script, "--help"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "sampler: annealed, curriculum, dynamic, fixed" in result.stdout
-    assert "task: complexity_de, demo_complexity, demo_sentiment, sst2" in result.stdout
+    assert "task: complexity_de, demo_complexity, demo_mlm, demo_multilabel" in result.stdout

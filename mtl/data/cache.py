@@ -1,7 +1,8 @@
 """Tokenize a split once, in batch, and cache the token ids on disk.
 
 The cache key is a SHA-256 of the texts themselves (so of the file content and columns), the
-tokenizer's full serialization and the maximum length; a changed file or tokenizer misses.
+tokenizer's full serialization, the maximum length and whether the texts came as words; a
+changed file or tokenizer misses.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from mtl.tensor_files import atomic_save_safetensors
-from mtl.tokenizer import encode
+from mtl.tokenizer import encode_batch
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class TokenizedTexts:
     ids: Tensor  # (N_tokens,) int32
     type_ids: Tensor  # (N_tokens,) uint8
     offsets: Tensor  # (N_rows + 1,) int64
+    words: Tensor | None = None  # (N_tokens,) int32: the word of each piece, -1 for special
 
     @property
     def lengths(self) -> Tensor:
@@ -42,14 +44,17 @@ class TokenizedTexts:
         return self.ids[lo:hi], self.type_ids[lo:hi]
 
     def to_dict(self) -> dict[str, Tensor]:
-        return {"ids": self.ids, "type_ids": self.type_ids, "offsets": self.offsets}
+        out = {"ids": self.ids, "type_ids": self.type_ids, "offsets": self.offsets}
+        return out if self.words is None else {**out, "words": self.words}
 
 
 CACHE_FORMAT = 1  # bump when the stored layout changes
 
 
-def cache_key(tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None) -> str:
-    h = hashlib.sha256(f"mtl-tokens-v{CACHE_FORMAT}".encode())
+def cache_key(
+    tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None, words: bool = False
+) -> str:
+    h = hashlib.sha256(f"mtl-tokens-v{CACHE_FORMAT}{'-words' * words}".encode())
     h.update(tokenizer.to_str().encode())
     h.update(str(tokenizer.truncation).encode())
     for part in (texts, pairs or []):
@@ -60,23 +65,35 @@ def cache_key(tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None) -
     return h.hexdigest()[:32]
 
 
-def tokenize(tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None) -> TokenizedTexts:
-    ids, type_ids = encode(tokenizer, texts, pairs)
-    lengths = torch.tensor([0] + [len(x) for x in ids], dtype=torch.int64)
+def tokenize(
+    tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None, words: bool = False
+) -> TokenizedTexts:
+    """Token ids of each text; with `words`, the texts are space-separated words (tagging) and
+    each piece's word is kept."""
+    encodings = encode_batch(tokenizer, texts, pairs, words)
+    lengths = torch.tensor([0] + [len(e.ids) for e in encodings], dtype=torch.int64)
+    flat = lambda key, dtype: torch.tensor(  # noqa: E731
+        [-1 if t is None else t for e in encodings for t in getattr(e, key)], dtype=dtype
+    )
     return TokenizedTexts(
-        ids=torch.tensor([t for row in ids for t in row], dtype=torch.int32),
-        type_ids=torch.tensor([t for row in type_ids for t in row], dtype=torch.uint8),
+        ids=flat("ids", torch.int32),
+        type_ids=flat("type_ids", torch.uint8),
         offsets=lengths.cumsum(0),
+        words=flat("word_ids", torch.int32) if words else None,
     )
 
 
 def tokenize_cached(
-    tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None, cache_dir: Path | None
+    tokenizer: Tokenizer,
+    texts: list[str],
+    pairs: list[str] | None,
+    cache_dir: Path | None,
+    words: bool = False,
 ) -> tuple[TokenizedTexts, bool]:
-    """Token ids for the texts, and whether they came from the cache."""
+    """Token ids for the texts (see `tokenize`), and whether they came from the cache."""
     if cache_dir is None:
-        return tokenize(tokenizer, texts, pairs), False
-    file = Path(cache_dir) / f"{cache_key(tokenizer, texts, pairs)}.safetensors"
+        return tokenize(tokenizer, texts, pairs, words), False
+    file = Path(cache_dir) / f"{cache_key(tokenizer, texts, pairs, words)}.safetensors"
     if file.is_file():
         try:
             tokens = TokenizedTexts(**load_file(file))
@@ -87,6 +104,6 @@ def tokenize_cached(
             )
         except Exception as e:  # a damaged cache entry is rebuilt, never trusted
             log.warning("ignoring unreadable token cache %s (%s)", file, e)
-    tokens = tokenize(tokenizer, texts, pairs)
+    tokens = tokenize(tokenizer, texts, pairs, words)
     atomic_save_safetensors(tokens.to_dict(), file)
     return tokens, False

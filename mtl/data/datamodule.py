@@ -34,7 +34,7 @@ class MultiTaskDataset(Dataset):
             "step": step.step,
             "probabilities": step.probabilities,
             "sampler_state": step.state,
-            "parts": [self.parts[task].batch(rows) for task, rows in step.parts],
+            "parts": [self.parts[t].batch(rows, f"step:{step.step}") for t, rows in step.parts],
         }
 
 

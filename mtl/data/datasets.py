@@ -9,6 +9,7 @@ matches the registry.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from typing import Any, BinaryIO
 from mtl import ROOT
 from mtl.errors import DataError
 from mtl.io import atomic_write
+from mtl.tasks import TaskSpec
 
 CHUNK = 1 << 20  # bytes read and hashed at a time
 TIMEOUT = 60  # seconds without data before a download fails
@@ -213,3 +215,29 @@ def _install(ds: Dataset, file: DataFile, source: str | Path | None, target: Pat
         raise DataError(
             f"copying {origin} to {target} failed ({e}); nothing was written there; retry"
         ) from None
+
+
+def with_dataset(name: str, spec: TaskSpec, root: Path) -> TaskSpec:
+    """`spec` with its registered data set's files (under `<root>/<data set>/`) and reader
+    settings filled in wherever the spec leaves them at their defaults."""
+    ds = dataset(spec.dataset)  # type: ignore[arg-type]
+    key = spec.dataset_task or next(iter(ds.tasks), None)
+    if key not in ds.tasks:
+        raise DataError(
+            f"task.{name}.dataset_task: {key!r} is not one of {ds.name}'s tasks "
+            f"({', '.join(ds.tasks) or 'none registered'})"
+        )
+    entry, folder = ds.tasks[key], root / ds.name
+    defaults = TaskSpec(type=spec.type)
+    given: dict[str, Any] = {
+        "files": {split: str(folder / f) for split, f in entry.get("files", {}).items()},
+        "file": str(folder / entry["file"]) if "file" in entry else None,
+    }
+    for key_ in ("format", "encoding", "text_column", "text_pair_column", "label_column",
+                 "labels", "range"):  # fmt: skip
+        if key_ in entry:
+            given[key_] = entry[key_]
+    changes = {k: v for k, v in given.items() if getattr(spec, k) == getattr(defaults, k)}
+    if "group_column" in entry and spec.split.group_column is None:
+        changes["split"] = dataclasses.replace(spec.split, group_column=entry["group_column"])
+    return dataclasses.replace(spec, **changes)

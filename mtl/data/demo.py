@@ -1,4 +1,5 @@
-"""Generate the two small German demo tasks that the default training run learns.
+"""Generate the small German demo tasks: the two the default training run learns, and one
+each of the multi-label and tagging kinds.
 
 Run ``python -m mtl.data.demo [--out DIR] [--seed N]`` (defaults: ``data/demo``, seed 0). It
 writes, with 2000 train and 300 validation rows per task and the same bytes for the same seed:
@@ -38,6 +39,13 @@ writes, with 2000 train and 300 validation rows per task and the same bytes for 
 
     Label noise: each row's label is flipped with probability 0.05, so about 95% accuracy is
     the ceiling. Reading only the adjectives' polarity gets about 60-65% right.
+
+``DIR/aspects/{train,val}.csv``, columns ``sentence,aspects``
+    Restaurant reviews naming 0-3 aspects (food, service, price, ambience) by their nouns; the
+    label is exactly the ";"-joined set of aspects named, in that order ("" for none).
+
+``DIR/entities/{train,val}.conll``, a word and its BIO tag a line, a blank line after each
+    sentence: news-like sentences with persons, places and organisations (PER, LOC, ORG).
 
 No sentence occurs twice within a task (train and validation are disjoint). Randomness comes
 from ``random.Random`` objects seeded from the seed and the task name, never the global RNG.
@@ -490,7 +498,7 @@ def noisy_label(rng: random.Random, label: str, noise: float = LABEL_NOISE) -> s
 
 
 # --------------------------------------------------------------------------------------------
-# Splits and files
+# Splits
 # --------------------------------------------------------------------------------------------
 
 
@@ -510,11 +518,6 @@ def complexity_row(rng: random.Random) -> tuple[str, str]:
     return sentence, f"{score:.3f}"
 
 
-def complexity_split(rng: random.Random, count: int, seen: set[str]) -> list[tuple[str, str]]:
-    """``count`` rows (sentence, score) with sentences not in ``seen``."""
-    return [unique_row(partial(complexity_row, rng), seen) for _ in range(count)]
-
-
 def sentiment_row(rng: random.Random, positive: bool) -> tuple[str, str]:
     """(sentence, rule label) in a randomly drawn pattern, before label noise."""
     pattern = rng.choices(PATTERNS, weights=PATTERN_WEIGHTS)[0]
@@ -530,18 +533,97 @@ def sentiment_split(rng: random.Random, count: int, seen: set[str]) -> list[tupl
     return [(sentence, noisy_label(rng, label)) for sentence, label in rows]
 
 
-TASKS: dict[str, tuple[tuple[str, str], Callable]] = {
-    "complexity": (("sentence", "complexity"), complexity_split),
-    "sentiment": (("sentence", "label"), sentiment_split),
+# --------------------------------------------------------------------------------------------
+# Aspects (multi-label) and entities (tagging)
+# --------------------------------------------------------------------------------------------
+
+ASPECTS = {  # the restaurant aspects a review mentions, with the nouns that mention them
+    "food": _nouns("n:Essen f:Suppe f:Pizza m:Nachtisch n:Steak p:Portionen m:Salat"),
+    "service": _nouns("f:Bedienung m:Service m:Kellner n:Personal f:Kellnerin"),
+    "price": _nouns("p:Preise f:Rechnung m:Preis n:Trinkgeld m:Aufschlag"),
+    "ambience": _nouns("f:Atmosphäre f:Musik f:Einrichtung f:Terrasse n:Ambiente"),
 }
+ASPECT_COUNT_WEIGHTS = (0.05, 0.5, 0.3, 0.15)  # 0, 1, 2 or 3 aspects per review
+VISITORS = ("Wir waren", "Ich war", "Meine Familie war")
+WHEN = ("gestern", "am Samstag", "letzte Woche", "zum ersten Mal", "an Ostern", "mittags")
+COMPANY = ("", "mit Freunden", "mit der Familie", "mit Kollegen", "mit meiner Frau", "allein")
+WHERE = ("dort", "in diesem Lokal", "in dem Restaurant", "am Marktplatz", "im Zentrum")
 
 
-def task_rng(task: str, seed: int) -> random.Random:
-    """An independent, reproducible random stream per task."""
-    return random.Random(f"mtl-demo/{task}/{seed}")
+def aspects_row(rng: random.Random) -> tuple[str, str]:
+    """(review, its aspects joined by ";" in ASPECTS order; "" for none)."""
+    chosen = rng.sample(tuple(ASPECTS), rng.choices((0, 1, 2, 3), ASPECT_COUNT_WEIGHTS)[0])
+    visit = join_words(rng.choice(VISITORS), rng.choice(WHEN), rng.choice(COMPANY),
+                       rng.choice(WHERE))  # fmt: skip
+    clauses = []
+    for aspect in chosen:
+        noun = rng.choice(ASPECTS[aspect])
+        phrase = evaluation(rng, rng.random() < 0.5, rng.random() < 0.2)
+        clauses.append(join_words(reviewed_np(noun, "nom"), copula(rng, noun), phrase))
+    if len(clauses) > 1:
+        text = ", ".join(clauses[:-1]) + rng.choice((" und ", ", aber ")) + clauses[-1]
+    else:
+        text = clauses[0] if clauses else visit
+    return capitalize_first(text) + ".", ";".join(a for a in ASPECTS if a in chosen)
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+FIRST_NAMES = ("Anna", "Jonas", "Lena", "Paul", "Marie", "Felix", "Sophie", "Lukas", "Emma",
+               "Leon", "Hannah", "Elias", "Mia", "Noah")  # fmt: skip
+LAST_NAMES = ("Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner",
+              "Becker", "Schulz", "Hoffmann", "Koch", "Richter", "Klein", "Wolf")  # fmt: skip
+CITIES = ("Berlin", "München", "Hamburg", "Köln", "Leipzig", "Dresden", "Stuttgart",
+          "Frankfurt am Main", "Bad Homburg", "Freiburg im Breisgau")  # fmt: skip
+COMPANIES = ("Siemens", "Deutsche Bahn", "Lufthansa", "Volkswagen", "Allianz", "Zalando",
+             "Deutsche Telekom", "Bayer")  # fmt: skip
+CITY_COMPANIES = ("Stadtwerke", "Verkehrsbetriebe", "Sparkasse")  # + a city: an ORG, not a LOC
+ENTITY_TEMPLATES = (
+    "{PER} arbeitet seit {YEAR} bei {ORG} in {LOC} .",
+    "{ORG} eröffnet im Frühjahr eine neue Filiale in {LOC} .",
+    "{PER} ist von {LOC} nach {LOC} gezogen .",
+    "Laut {PER} plant {ORG} keine weiteren Stellen in {LOC} .",
+    "In {LOC} traf {PER} gestern {PER} .",
+    "{PER} und {PER} gründeten {YEAR} in {LOC} eine Firma .",
+    "Der Vorstand von {ORG} kommt am Montag nach {LOC} .",
+    "Die Zeitung berichtet , dass {PER} {ORG} verlässt .",
+)
+
+
+def entity(rng: random.Random, kind: str) -> list[tuple[str, str]]:
+    """One entity of `kind` (PER, ORG, LOC) as (word, BIO tag) pairs; "Frau" or "Dr." before a
+    surname is not part of the name, and "Stadtwerke München" is an organisation."""
+    if kind == "PER" and rng.random() < 0.3:
+        return [(rng.choice(("Frau", "Dr.")), "O"), (rng.choice(LAST_NAMES), "B-PER")]
+    if kind == "PER":
+        words = [rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)]
+    elif kind == "ORG" and rng.random() < 0.3:
+        words = [rng.choice(CITY_COMPANIES), *rng.choice(CITIES).split()]
+    else:
+        words = rng.choice(COMPANIES if kind == "ORG" else CITIES).split()
+    return [(w, ("B-" if i == 0 else "I-") + kind) for i, w in enumerate(words)]
+
+
+def entities_row(rng: random.Random) -> tuple[str, str]:
+    """(the sentence's words, their BIO tags), each joined by single spaces."""
+    tagged: list[tuple[str, str]] = []
+    for word in rng.choice(ENTITY_TEMPLATES).split():
+        if word in ("{PER}", "{ORG}", "{LOC}"):
+            tagged += entity(rng, word[1:-1])
+        else:
+            tagged.append((str(rng.randrange(1990, 2025)) if word == "{YEAR}" else word, "O"))
+    return " ".join(w for w, _ in tagged), " ".join(t for _, t in tagged)
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def rows_split(make_row: Callable, rng: random.Random, count: int, seen: set[str]) -> list:
+    """``count`` rows of ``make_row(rng)`` with texts not in ``seen``."""
+    return [unique_row(partial(make_row, rng), seen) for _ in range(count)]
+
+
+def write_csv(path: Path, rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
     """UTF-8, header row, LF line endings, csv.writer's default quoting."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as handle:
@@ -550,15 +632,40 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) 
         writer.writerows(rows)
 
 
+def write_conll(path: Path, rows: Sequence[tuple[str, str]]) -> None:
+    """A word and its tag a line, a blank line after each sentence (UTF-8, LF)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for words, tags in rows:
+        lines += [f"{w} {t}\n" for w, t in zip(words.split(" "), tags.split(" "), strict=True)]
+        lines.append("\n")
+    path.write_text("".join(lines), encoding="utf-8", newline="")
+
+
+TASKS: dict[str, tuple[str, Callable, Callable]] = {  # name: (suffix, write, make split)
+    "complexity": (".csv", partial(write_csv, header=("sentence", "complexity")),
+                   partial(rows_split, complexity_row)),
+    "sentiment": (".csv", partial(write_csv, header=("sentence", "label")), sentiment_split),
+    "aspects": (".csv", partial(write_csv, header=("sentence", "aspects")),
+                partial(rows_split, aspects_row)),
+    "entities": (".conll", write_conll, partial(rows_split, entities_row)),
+}  # fmt: skip
+
+
+def task_rng(task: str, seed: int) -> random.Random:
+    """An independent, reproducible random stream per task."""
+    return random.Random(f"mtl-demo/{task}/{seed}")
+
+
 def generate(out: Path, seed: int = 0) -> dict[Path, int]:
     """Write both tasks' train.csv and val.csv under ``out``; return {path: row count}."""
     written: dict[Path, int] = {}
-    for task, (header, make_split) in TASKS.items():
+    for task, (suffix, write, make_split) in TASKS.items():
         rng = task_rng(task, seed)
         seen: set[str] = set()
         for split, count in (("train", TRAIN_ROWS), ("val", VAL_ROWS)):
-            path = out / task / f"{split}.csv"
-            write_csv(path, header, make_split(rng, count, seen))
+            path = out / task / f"{split}{suffix}"
+            write(path, make_split(rng, count, seen))
             written[path] = count
     return written
 

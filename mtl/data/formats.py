@@ -1,11 +1,17 @@
-"""Readers for the two real data sets that are not CSV, TSV or JSON Lines.
+"""Readers for the files that are not CSV, TSV or JSON Lines: plain text, CoNLL, and two real
+data sets' own layouts.
 
 Each yields records as `mtl.data.readers.iter_records` does, `(line, {column: value}, problem)`:
 `line` is the 1-based source line, values are stripped of surrounding whitespace, and
 `problem` is None or why the row is bad (the caller stops or skips it, as `on_bad_row` says).
-There is no header record. Files are decoded with `mtl.data.readers.read_text`, so a missing
+There is no header record. Files are decoded with `mtl.data.decoding.read_text`, so a missing
 file or a decoding error is a DataError naming the file and line.
 
+- `read_lines` (format name `lines`): one text a line, blank lines skipped; column `text`
+  (unlabelled text, for masked-LM tasks).
+- `read_conll` (format name `conll`): a token a line with its tag as the last of its
+  whitespace-separated fields, a blank line (or `-DOCSTART-`) between sentences. One record
+  per sentence: `text` = its tokens and `label` = their tags, each joined by single spaces.
 - `read_parallel_lines` (format name `parallel_lines`): TweetEval-style split files such as
   UMSAB's `train_text.txt` + `train_labels.txt`, where line i of one goes with line i of the
   other. Columns `text`, `label`.
@@ -13,6 +19,9 @@ file or a decoding error is a DataError naming the file and line.
   (`ADV-ELE.txt`, `ADV-INT.txt`, `ELE-INT.txt`): blocks of two lines, one sentence at each of
   the two levels in the file name, separated by a line `*******`. One record per block, the
   simpler sentence first: columns `text`, `text_pair`, `text_level`, `text_pair_level`.
+- `read_simpler_pairs` (format name `simpler_pairs`): the same blocks as a "which of the two
+  is simpler?" task: each pair twice, in both orders, with `simpler` = first | second (so the
+  labels are balanced) and `pair` = the block's first line (keep both orders in one split).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mtl.data.decoding import read_text
 from mtl.errors import DataError
 
 if TYPE_CHECKING:
@@ -81,10 +91,45 @@ def read_aligned_pairs(path: Path, encoding: str = "utf-8") -> Iterator[Record]:
         yield _pair(block, len(lines), levels)
 
 
+def read_simpler_pairs(path: Path, encoding: str = "utf-8") -> Iterator[Record]:
+    """Records `(line, {"text", "text_pair", "simpler", "pair"}, problem)`, two per block."""
+    for line, values, problem in read_aligned_pairs(path, encoding):
+        if problem:
+            yield line, values, problem
+            continue
+        simple, other, pair = values["text"], values["text_pair"], str(line)
+        yield line, {"text": simple, "text_pair": other, "simpler": "first", "pair": pair}, None
+        yield line, {"text": other, "text_pair": simple, "simpler": "second", "pair": pair}, None
+
+
+def read_lines(path: Path, encoding: str = "utf-8") -> Iterator[Record]:
+    for line, text in enumerate(_lines(path, encoding), start=1):
+        if text:
+            yield line, {"text": text}, None
+
+
+def read_conll(path: Path, encoding: str = "utf-8") -> Iterator[Record]:
+    sentence: list[tuple[str, str]] = []
+    start, problem = 0, None  # a bad sentence is reported at its first bad line
+    for line, text in enumerate([*_lines(path, encoding), ""], start=1):
+        if not text or text.startswith("-DOCSTART-"):
+            if sentence or problem:
+                words = " ".join(word for word, _ in sentence)
+                tags = " ".join(tag for _, tag in sentence)
+                yield start, {"text": words, "label": tags}, problem
+            sentence, problem = [], None
+            continue
+        fields = text.split()
+        if len(fields) < 2 and problem is None:
+            start, problem = line, f"{text!r:.40} has a token but no tag (expected: TOKEN ... TAG)"
+        elif not sentence and problem is None:
+            start = line
+        if len(fields) >= 2:
+            sentence.append((fields[0], fields[-1]))
+
+
 def _lines(path: Path, encoding: str) -> list[str]:
     """The lines of a file, stripped; a final newline does not start another line."""
-    from mtl.data.readers import read_text  # here, so that readers.py may import us
-
     lines = read_text(path, encoding).split("\n")
     if lines[-1] == "":
         lines.pop()

@@ -23,7 +23,7 @@ from mtl.data.cache import TokenizedTexts, tokenize_cached
 from mtl.data.readers import Examples, ReadResult, read_examples
 from mtl.data.splits import split_indices
 from mtl.errors import DataError
-from mtl.tasks import Task, TaskSpec, task_type
+from mtl.tasks import Task, TaskSpec, TaskType, task_type
 from mtl.tokenizer import pad_id
 
 log = logging.getLogger(__name__)
@@ -49,20 +49,25 @@ class TaskDataset(Dataset):
     """One split of one task: token ids and targets; `__getitems__` builds a padded batch.
 
     With `features` (the frozen encoder's sentence vectors, see mtl/transfer.py) a batch also
-    carries them, and the model uses them instead of running the encoder."""
+    carries them, and the model uses them instead of running the encoder. `seed` seeds what a
+    task draws per batch (the masked-LM task's masks)."""
 
-    def __init__(self, task: str, tokens: TokenizedTexts, targets: Tensor, pad_id: int) -> None:
+    def __init__(
+        self, task: Task, tokens: TokenizedTexts, targets: Tensor, pad_id: int, seed: int = 0
+    ) -> None:
         self.task, self.tokens, self.targets, self.pad_id = task, tokens, targets, pad_id
+        self.seed = seed
         self.features: Tensor | None = None  # (N, C)
 
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def batch(self, rows: list[int]) -> dict[str, Tensor | str]:
-        """One task's padded batch: task, input_ids, token_type_ids, attention_mask, labels."""
-        part: dict[str, Tensor | str] = {"task": self.task}
+    def batch(self, rows: list[int], key: str = "eval") -> dict[str, Tensor | str]:
+        """One task's padded batch: task, input_ids, token_type_ids, attention_mask, labels.
+        `key` names the batch for what the task draws per batch (training: its step)."""
+        part: dict[str, Tensor | str] = {"task": self.task.name}
         part.update(collate(self.tokens, rows, self.pad_id))
-        part["labels"] = self.targets[rows]
+        part["labels"] = self.task.batch_labels(self, rows, part, key)
         part["rows"] = torch.tensor(rows)  # row numbers within the split
         if self.features is not None:
             part["features"] = self.features[rows]
@@ -127,15 +132,20 @@ def load_task(
         examples["train"] = train.subset(
             sorted(keep[: max(1, round(spec.train_fraction * len(train)))].tolist())
         )
-    task = fitted or task_type(spec).fit(name, spec, examples["train"].labels)
+    task = fitted or task_type(spec).fit(name, spec, examples["train"].labels, tokenizer)
     for split in splits or ():
         if split not in examples:
             raise DataError(f"task.{name}: no {split} split (it has {', '.join(examples)})")
     datasets = {}
     for split in splits or examples:
-        ex = examples[split]
-        result = ReadResult(ex)
-        targets = _encode(task, ex, result, cfg.on_bad_row)
+        result = ReadResult(examples[split])
+        encoded = _encode(task, result, cfg.on_bad_row)
+        tokens = _tokenize(name, split, task, tokenizer, result.examples, cfg)
+        good = _usable(task, tokens, result, cfg.on_bad_row)
+        if good is not None:  # rows that tokenized to nothing the task can use: left out
+            encoded = [encoded[i] for i in good]
+            result.examples = result.examples.subset(good)
+            tokens = _tokenize(name, split, task, tokenizer, result.examples, cfg)
         ex, skipped = result.examples, skipped + result.skipped
         _report_skips(name, result)
         needed = {"train": 1, "val": 2}.get(split, 1)
@@ -144,13 +154,8 @@ def load_task(
                 f"task.{name}: the {split} split has {len(ex)} rows (at least {needed} needed; "
                 "were rows skipped as bad?)"
             )
-        tokens, hit = tokenize_cached(
-            task_tokenizer(tokenizer, spec), ex.texts, ex.pairs,
-            Path(cfg.cache_dir) if cfg.cache_dir else None,
-        )  # fmt: skip
-        log.info("%s/%s: %d rows, tokens %s", name, split, len(ex),
-                 "from cache" if hit else "computed")  # fmt: skip
-        datasets[split] = TaskDataset(name, tokens, targets, pad_id(tokenizer))
+        targets = task.targets(encoded, tokens)
+        datasets[split] = TaskDataset(task, tokens, targets, pad_id(tokenizer), seed)
     files = {split: str(examples[split].path) for split in datasets}
     return TaskData(task, datasets, files, skipped)
 
@@ -190,9 +195,10 @@ def _read_splits(name: str, spec: TaskSpec, on_bad_row: str) -> tuple[dict[str, 
     return {s: result.examples.subset(idx) for s, idx in rows.items()}, result.skipped
 
 
-def _encode(task: Task, ex: Examples, result: ReadResult, on_bad_row: str) -> Tensor:
-    """The split's targets; a label the fitted task cannot use is a bad row (kept out of
-    `result.examples`, which is narrowed to the good rows)."""
+def _encode(task: Task, result: ReadResult, on_bad_row: str) -> list:
+    """The split's encoded labels; a label the fitted task cannot use is a bad row (kept out
+    of `result.examples`, which is narrowed to the good rows)."""
+    ex = result.examples
     targets, good = [], []
     for i, label in enumerate(ex.labels):
         try:
@@ -205,7 +211,33 @@ def _encode(task: Task, ex: Examples, result: ReadResult, on_bad_row: str) -> Te
                 raise DataError(reason) from None
     if len(good) < len(ex):
         result.examples = ex.subset(good)
-    return torch.tensor(targets, dtype=task.target_dtype)
+    return targets
+
+
+def _tokenize(
+    name: str, split: str, task: Task, tokenizer: Tokenizer, ex: Examples, cfg: DataConfig
+) -> TokenizedTexts:
+    tokens, hit = tokenize_cached(
+        task_tokenizer(tokenizer, task.spec), ex.texts, ex.pairs,
+        Path(cfg.cache_dir) if cfg.cache_dir else None, words=task.type == TaskType.tagging,
+    )  # fmt: skip
+    log.info("%s/%s: %d rows, tokens %s", name, split, len(ex),
+             "from cache" if hit else "computed")  # fmt: skip
+    return tokens
+
+
+def _usable(task: Task, tokens: TokenizedTexts, result: ReadResult, on_bad_row: str):
+    """The indices of the rows the task can use once tokenized, or None if that is all of
+    them; the others are bad rows (stop, or skip and count)."""
+    bad = task.unusable_rows(tokens)
+    if not bad:
+        return None
+    ex = result.examples
+    for i, reason in bad.items():
+        message = f"{ex.path}:{ex.lines[i]}: column {task.spec.text_column!r}: {reason}"
+        if not result.skip(message, on_bad_row):
+            raise DataError(message)
+    return [i for i in range(len(ex)) if i not in bad]
 
 
 def _report_skips(name: str, result: ReadResult) -> None:

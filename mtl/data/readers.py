@@ -1,4 +1,5 @@
-"""Read task files (CSV, TSV, JSON Lines) into validated examples, naming file, line and column.
+"""Read task files (CSV, TSV, JSON Lines, and the formats of mtl/data/formats.py) into
+validated examples, naming file, line and column.
 
 By default the first bad row stops the run with `file:line: column 'c': reason`; with
 `on_bad_row: skip` bad rows are counted and left out instead.
@@ -13,10 +14,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl.data.decoding import read_text
+from mtl.data.formats import (
+    read_aligned_pairs,
+    read_conll,
+    read_lines,
+    read_parallel_lines,
+    read_simpler_pairs,
+)
 from mtl.errors import DataError
 from mtl.tasks import Label, TaskSpec, task_type
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "lines", ".conll": "conll"}
+# formats that are not tables (mtl/data/formats.py): they read their files themselves
+SPECIAL = {"lines": read_lines, "conll": read_conll, "parallel_lines": read_parallel_lines,
+           "aligned_pairs": read_aligned_pairs, "simpler_pairs": read_simpler_pairs}  # fmt: skip
 
 
 @dataclass
@@ -58,9 +70,10 @@ class ReadResult:
 
 def detect_format(path: Path, configured: str | None) -> str:
     if configured:
-        if configured not in FORMATS.values():
+        known = list(dict.fromkeys([*FORMATS.values(), *SPECIAL]))
+        if configured not in known:
             raise DataError(
-                f"{path}: format {configured!r} is not one of csv, tsv, jsonl (task `format`)"
+                f"{path}: format {configured!r} is not one of {', '.join(known)} (task `format`)"
             )
         return configured
     try:
@@ -70,34 +83,6 @@ def detect_format(path: Path, configured: str | None) -> str:
             f"{path}: cannot tell the format from the suffix {path.suffix!r}; set the task's "
             "`format` to csv, tsv or jsonl"
         ) from None
-
-
-def read_text(path: Path, encoding: str) -> str:
-    """The whole file decoded; a decoding error names the line and suggests the encoding key."""
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a data file")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror})") from None
-    return decode(raw, str(path), encoding)
-
-
-def decode(raw: bytes, source: str, encoding: str) -> str:
-    """Bytes read from `source` (a file, or stdin) as text, without a byte-order mark."""
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{source}:{line}: cannot decode byte {raw[e.start]:#04x} as {encoding}; set the "
-            "task's `encoding` (TextComplexityDE, for example, is cp1252)"
-        ) from None
-    except LookupError:
-        raise DataError(f"{source}: unknown encoding {encoding!r}") from None
-    return text.removeprefix("\ufeff")
 
 
 Record = tuple[int, dict[str, str | None], str | None]  # (line, {column: value}, problem)
@@ -208,21 +193,24 @@ def read_examples(
 ) -> ReadResult:
     """Read and validate one file for the task named `task`; see the module docstring."""
     fmt = detect_format(path, spec.format)
-    text = read_text(path, spec.encoding)
-    label_columns = spec.label_columns or [spec.label_column]
+    has_labels = task_type(spec).has_labels
+    label_columns = (spec.label_columns or [spec.label_column]) if has_labels else []
     columns = [spec.text_column, *label_columns]
     columns += [c for c in (spec.text_pair_column, group_column) if c]
     result = ReadResult(Examples(path, pairs=[] if spec.text_pair_column else None,
                                  groups=[] if group_column else None))  # fmt: skip
-    records = iter_records(path, fmt, text)
-    if fmt != "jsonl":
+    if fmt in SPECIAL:
+        records = SPECIAL[fmt](path, spec.encoding)
+    else:
+        records = iter_records(path, fmt, read_text(path, spec.encoding))
+    if fmt in ("csv", "tsv"):
         _, header, _ = next(records)
         _check_header(path, task, list(header), columns)
     for line, record, problem in records:
         try:
             if problem:
                 raise ValueError(problem)
-            values, label = _validated(spec, record, columns)
+            values, label = _validated(spec, record, columns, has_labels)
         except ValueError as e:
             if not result.skip(f"{path}:{line}: {e}", on_bad_row):
                 raise DataError(f"{path}:{line}: {e}") from None
@@ -236,7 +224,7 @@ def read_examples(
         if ex.groups is not None:
             ex.groups.append(values[group_column])  # type: ignore[index]
     if not result.examples and not result.skipped:
-        where = " after its header" if fmt != "jsonl" else ""
+        where = " after its header" if fmt in ("csv", "tsv") else ""
         raise DataError(f"{path}: has no data rows{where}")
     return result
 
@@ -251,11 +239,12 @@ def _check_header(path: Path, task: str, header: list[str], columns: list[str]) 
 
 
 def _validated(
-    spec: TaskSpec, record: dict[str, str | None], columns: list[str]
+    spec: TaskSpec, record: dict[str, str | None], columns: list[str], has_labels: bool = True
 ) -> tuple[dict[str, str], Label]:
-    """The needed columns of one record and its parsed label, or ValueError("column 'c': ...").
-    With `label_columns` the label is a tuple, None where a cell is empty: a missing label,
-    left out of the loss and the metrics (a row may lack them all), never a bad row."""
+    """The needed columns of one record and its parsed label (None for a task without labels),
+    or ValueError("column 'c': ..."). With `label_columns` the label is a tuple, None where a
+    cell is empty: a missing label, left out of the loss and the metrics (a row may lack them
+    all), never a bad row."""
     labels = spec.label_columns or [spec.label_column]
     values = {}
     for column in columns:
@@ -266,6 +255,8 @@ def _validated(
         if column in (spec.text_column, spec.text_pair_column) and not value:
             raise ValueError(f"column {column!r}: text is empty")
         values[column] = value
+    if not has_labels:
+        return values, None
     parse = task_type(spec).parse_label
     if not spec.label_columns:
         return values, _parsed(parse, spec, spec.label_column, values[spec.label_column])

@@ -1,0 +1,35 @@
+"""Files and bytes as text, with errors that name the file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtl.errors import DataError
+
+
+def read_text(path: Path, encoding: str) -> str:
+    """The whole file decoded; a decoding error names the line and suggests the encoding key."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror})") from None
+    return decode(raw, str(path), encoding)
+
+
+def decode(raw: bytes, source: str, encoding: str) -> str:
+    """Bytes read from `source` (a file, or stdin) as text, without a byte-order mark."""
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{source}:{line}: cannot decode byte {raw[e.start]:#04x} as {encoding}; set the "
+            "task's `encoding` (TextComplexityDE, for example, is cp1252)"
+        ) from None
+    except LookupError:
+        raise DataError(f"{source}: unknown encoding {encoding!r}") from None
+    return text.removeprefix("\ufeff")
