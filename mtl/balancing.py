@@ -36,8 +36,9 @@ class LossBalancer(nn.Module):
         w = self.weights()
         return sum(w[n] * loss for n, loss in losses.items())  # type: ignore[return-value]
 
-    def end_step(self, losses: dict[str, float], step: int) -> None:
-        """Record the step's (detached, all-reduced) losses; stateful balancers update here."""
+    def end_step(self, losses: dict[str, Tensor], step: int) -> None:
+        """Record the step's (detached, all-reduced) losses, device scalars; stateful balancers
+        update here, reading them as numbers only at their own interval."""
 
     def combine_gradients(self, grads: list[Tensor], step: int) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} balances losses, not gradients")
@@ -101,7 +102,14 @@ class DynamicWeightAverage(LossBalancer):
     def weights(self) -> dict[str, float]:
         return {n: self.loss_weights[n] * float(self.w[i]) for i, n in enumerate(self.names)}
 
-    def end_step(self, losses: dict[str, float], step: int) -> None:
+    def combine(self, losses: dict[str, Tensor], step: int) -> Tensor:
+        total = 0.0  # with the weights on the device: no host-device sync per step
+        for n, loss in losses.items():
+            w = self.loss_weights[n] * self.w[self.names.index(n)]
+            total = total + w.to(loss.dtype) * loss
+        return total  # type: ignore[return-value]
+
+    def end_step(self, losses: dict[str, Tensor], step: int) -> None:
         for n, value in losses.items():
             i = self.names.index(n)
             self.sums[i] += value

@@ -1,4 +1,5 @@
-"""Callbacks: the run's metrics.json (start, best and final validation metrics per task)."""
+"""Callbacks: the run's metrics.json (start, best and final validation metrics per task) and
+the progress bar."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import TQDMProgressBar
 
 from mtl.io import atomic_write_text
 
@@ -66,3 +68,12 @@ class MetricsFile(pl.Callback):
 
     def write(self) -> None:
         atomic_write_text(self.path, json.dumps(self.summary(), indent=2) + "\n")
+
+
+class TrainingProgressBar(TQDMProgressBar):
+    """TQDM's bar with the training loss as of the last training log (`train_summary`, numbers
+    the model has already read: showing them costs no host-device sync per step, which a value
+    passed to `self.log(prog_bar=True)` does)."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        return {**super().get_metrics(trainer, pl_module), **pl_module.train_summary}

@@ -105,8 +105,9 @@ class MultiTaskModel(pl.LightningModule):
         self.heads = nn.ModuleDict({name: t.head(encoder) for name, t in tasks.items()})
         self.val_metrics = self.new_metrics()
         self.frozen_heads: set[str] = set()  # heads that no longer learn (a stopped task's)
-        self._window: dict[str, list[float]] = {}  # training losses since the last log write
-        self._grad_norm: float | None = None
+        self._window: dict[str, list[Tensor]] = {}  # training losses since the last log write
+        self._grad_norm: Tensor | None = None
+        self.train_summary: dict[str, str] = {}  # for the progress bar, as of the last log
         self._window_batches = 0  # batches accumulated toward the next optimizer step
         self._window_tasks: set[str] = set()
         self._task_grads: dict[str, Tensor] = {}  # gradient-level balancing: per task, summed
@@ -141,17 +142,21 @@ class MultiTaskModel(pl.LightningModule):
         make one optimizer step, whose update follows their summed (balanced) losses."""
         k = self.optimizer_cfg.accumulate
         batch_step = self.global_step * k + self._window_batches  # the sampler's step index
-        losses = self.task_losses(batch["parts"])
-        if self.balancer.gradient_level:
-            total = self._task_gradients(losses)
-        else:
-            total = self.balancer.combine(losses, batch_step)
-            self.manual_backward(total + self._idle_term(losses))
+        profile = self.trainer.profiler.profile  # sections of debug=profile's table
+        with profile("mtl: forward"):
+            losses = self.task_losses(batch["parts"])
+        with profile("mtl: backward"):
+            if self.balancer.gradient_level:
+                total = self._task_gradients(losses)
+            else:
+                total = self.balancer.combine(losses, batch_step)
+                self.manual_backward(total + self._idle_term(losses))
         self._window_batches += 1
         self._window_tasks.update(losses)
         values = self._record(losses, batch_step)
         if self._window_batches == k:
-            self._optimizer_step()
+            with profile("mtl: optimizer step"):
+                self._optimizer_step()
         return {"loss": total.detach(), "losses": values}
 
     def _idle_term(self, losses: dict[str, Tensor]) -> Tensor:
@@ -179,7 +184,8 @@ class MultiTaskModel(pl.LightningModule):
         self._clip_gradients()
         optimizer.step()
         if is_log_step(step, self.trainer.log_every_n_steps):
-            self._log_training(step)  # with the learning rates this step used
+            with self.trainer.profiler.profile("mtl: logging"):
+                self._log_training(step)  # with the learning rates this step used
         for group in encoder_groups:
             group["lr"] /= scale
         optimizer.zero_grad(set_to_none=True)
@@ -223,14 +229,14 @@ class MultiTaskModel(pl.LightningModule):
         optimizers, although with bf16 (no loss scaling) the gradients are already unscaled."""
         if self.optimizer_cfg.max_grad_norm:
             norm = nn.utils.clip_grad_norm_(self.parameters(), self.optimizer_cfg.max_grad_norm)
-            self._grad_norm = float(norm)
+            self._grad_norm = norm.detach()  # read when logged
 
-    def _record(self, losses: dict[str, Tensor], batch_step: int) -> dict[str, float]:
+    def _record(self, losses: dict[str, Tensor], batch_step: int) -> dict[str, Tensor]:
         """The batch's losses averaged over ranks (so every rank makes the same choices): told
-        to the balancer, kept for the next training log, and returned."""
-        values = {n: float(self._rank_mean(loss.detach())) for n, loss in losses.items()}
+        to the balancer, kept for the next training log, and returned. They stay on the device
+        (no host-device sync in the step): who needs numbers reads them at its own interval."""
+        values = {n: self._rank_mean(loss.detach()) for n, loss in losses.items()}
         self.balancer.end_step(values, batch_step)
-        self.log("train/loss", sum(values.values()) / len(values), prog_bar=True, logger=False)
         for name, value in values.items():
             self._window.setdefault(name, []).append(value)
         return values
@@ -243,14 +249,16 @@ class MultiTaskModel(pl.LightningModule):
     def _log_training(self, step: int) -> None:
         """Every trainer.log_every_n_steps steps: each task's mean loss over its steps since the
         last write, the learning rates and the balancer's weights."""
-        metrics = {f"train/{n}/loss": sum(v) / len(v) for n, v in self._window.items()}
+        means = {n: float(torch.stack(v).mean()) for n, v in self._window.items()}  # read here
         self._window = {}
+        self.train_summary = {"train/loss": f"{sum(means.values()) / len(means):.3g}"}
+        metrics = {f"train/{n}/loss": value for n, value in means.items()}
         for group in self.optimizers().param_groups:
             if not group["name"].endswith("_no_decay"):
                 metrics[f"lr/{group['name']}"] = group["lr"]
         metrics.update({f"balancer/w/{n}": w for n, w in self.balancer.weights().items()})
         if self._grad_norm is not None:
-            metrics["train/grad_norm"] = self._grad_norm
+            metrics["train/grad_norm"] = float(self._grad_norm)
         for logger in self.loggers:
             logger.log_metrics(metrics, step=step)
 

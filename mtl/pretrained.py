@@ -71,6 +71,7 @@ class EncoderConfig:
     dropout: float | None = None  # None: the checkpoint's own
     freeze_embeddings: bool = False
     freeze_layers: int = 0  # bottom layers frozen; -k: all but the top k layers
+    compile: str | None = None  # torch.compile mode for training: default, reduce-overhead, ...
     # Architecture when pretrained is null (training from scratch); vocab from the tokenizer.
     hidden_size: int = 384
     num_layers: int = 6

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Sequence
 from itertools import accumulate
 
+from torch import Tensor
+
 from mtl.errors import ConfigError
 
 
@@ -78,9 +80,9 @@ class TaskSampler:
             weights[i] = 0.0
         return chosen
 
-    def observe(self, step: int, losses: dict[str, float]) -> None:
-        """Training feedback: the loss of each task trained at `step` (steps in order); only
-        adaptive samplers use it."""
+    def observe(self, step: int, losses: dict[str, Tensor | float]) -> None:
+        """Training feedback: the loss of each task trained at `step` (steps in order), device
+        scalars read as numbers only when used; only adaptive samplers use it."""
 
     def state_dict(self) -> dict:
         return {"stopped": dict(self.stopped)}
@@ -236,14 +238,15 @@ class DynamicSampler(TaskSampler):
         self.first: list[float | None] = [None] * K
         self.average: list[float | None] = [None] * K
         self.folded_until = self.cutoff(0)  # losses of steps before this are in first/average
-        self.recent: deque[tuple[int, int, float]] = deque()  # (step, task, loss), the others
+        # (step, task, loss) of the others; losses may be device scalars, read when folded
+        self.recent: deque[tuple[int, int, Tensor | float]] = deque()
         self._cache: tuple[int, list[float]] | None = None
 
     def cutoff(self, step: int) -> int:
         """Probabilities at `step` use the losses of steps before this one."""
         return step // self.update_every * self.update_every - self.lag
 
-    def observe(self, step: int, losses: dict[str, float]) -> None:
+    def observe(self, step: int, losses: dict[str, Tensor | float]) -> None:
         for name, loss in losses.items():
             self.recent.append((step, self.names.index(name), loss))
         horizon = self.cutoff(step + 1)  # no later step's probabilities leave these out
@@ -252,7 +255,8 @@ class DynamicSampler(TaskSampler):
             self._fold(self.first, self.average, task, loss)
         self.folded_until = max(self.folded_until, horizon)
 
-    def _fold(self, first: list, average: list, task: int, loss: float) -> None:
+    def _fold(self, first: list, average: list, task: int, loss: Tensor | float) -> None:
+        loss = float(loss)  # a device value is read here, every `update_every` steps
         first[task] = loss if first[task] is None else first[task]
         a = self.smoothing
         average[task] = loss if average[task] is None else a * average[task] + (1 - a) * loss
@@ -284,7 +288,7 @@ class DynamicSampler(TaskSampler):
             "first": list(self.first),
             "average": list(self.average),
             "folded_until": self.folded_until,
-            "recent": [list(r) for r in self.recent],
+            "recent": [[s, t, float(x)] for s, t, x in self.recent],
         }
 
     def load_state_dict(self, state: dict) -> None:

@@ -90,7 +90,12 @@ def train(cfg: DictConfig) -> dict:
         sizes=list(sizes.values()),
         names=list(sizes),
         total_steps=cfg.trainer.max_steps,
-        steps_per_epoch=steps_per_epoch(sizes, batch_sizes, data_cfg),
+        steps_per_epoch=steps_per_epoch(
+            {name: d.splits["train"].lengths for name, d in data.items()},
+            batch_sizes,
+            data_cfg,
+            cfg.seed,
+        ),  # fmt: skip
     )
     balancer = build(
         "balancer",
@@ -124,6 +129,8 @@ def train(cfg: DictConfig) -> dict:
         balancer,
         run_info,
     )
+    if encoder_cfg.compile:  # in place: parameter names, checkpoints and exports unchanged
+        model.encoder.compile(mode=encoder_cfg.compile)
     metrics_file = MetricsFile(output_dir / "metrics.json")
     metrics_file.extra["encoder"] = run_info["encoder_source"]
     metrics_file.extra["data"] = run_info["data"]

@@ -41,14 +41,23 @@ TARGETS: list[tuple[tuple[str, ...], str]] = [
     (("hydra", "sweeper", "sampler"), "optuna.samplers.BaseSampler"),
 ]
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 # key -> (check, what is allowed); None values pass where the key is optional.
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.batch_size": (lambda v: v > 0, "> 0"),
     "data.eval_batch_size": (lambda v: v > 0, "> 0"),
     "data.steps_per_epoch": (lambda v: v is None or v > 0, "> 0 or null"),
+    "data.max_tokens": (lambda v: v is None or v > 0, "> 0 or null"),
+    "data.pad_to_multiple": (lambda v: v >= 1, ">= 1"),
+    "data.overfit_rows": (lambda v: v is None or v > 1, "> 1 or null"),
     "data.tasks_per_step": (lambda v: v >= 1, ">= 1"),
     "data.num_workers": (lambda v: v >= 0, ">= 0"),
     "encoder.max_length": (lambda v: v > 2, "> 2 (it counts [CLS] and [SEP])"),
+    "encoder.compile": (
+        lambda v: v in (None, *COMPILE_MODES),
+        f"null or one of {', '.join(COMPILE_MODES)}",
+    ),
     "encoder.dropout": (lambda v: v is None or 0 <= v < 1, "in [0, 1) or null"),
     "encoder.hidden_size": (lambda v: v > 0, "> 0"),
     "encoder.num_layers": (lambda v: v > 0, "> 0"),
@@ -95,6 +104,12 @@ def check_config(cfg: DictConfig) -> None:
 
 def check_together(cfg: DictConfig) -> None:
     """Settings that are valid alone but not together."""
+    multiple, length = _select(cfg, "data.pad_to_multiple"), _select(cfg, "encoder.max_length")
+    if isinstance(multiple, int) and isinstance(length, int) and multiple > 1 and length % multiple:
+        raise ConfigError(
+            f"data.pad_to_multiple: must divide encoder.max_length={length} (a rounded-up batch "
+            f"would outgrow the longest text the encoder takes), got {multiple}"
+        )
     accumulate = _select(cfg, "optimizer.accumulate")
     interval = _select(cfg, "trainer.val_check_interval")
     windowed = isinstance(accumulate, int) and accumulate > 1 and isinstance(interval, int)

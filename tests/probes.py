@@ -9,6 +9,7 @@ import json
 import os
 import signal as signal_module
 import time
+import traceback
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -118,3 +119,45 @@ class Timing(pl.Callback):
             f.write(
                 json.dumps({"pid": os.getpid(), "start": self.start, "end": time.time()}) + "\n"
             )
+
+
+class HostReads(pl.Callback):
+    """Counts, per training step, the tensor -> Python reads (`item`, `float`, `int`, `bool`,
+    `tolist`): on a GPU each is a host-device sync. A step counts from its batch's start to
+    the next batch's start (the feedback callbacks included); JSON {step: [call sites]}."""
+
+    READS = ("item", "__float__", "__int__", "__bool__", "tolist")
+
+    def __init__(self, path: str) -> None:
+        self.path, self.reads, self.step = Path(path), {}, None
+        self.originals = {name: getattr(torch.Tensor, name) for name in self.READS}
+
+    def _counting(self, name: str):
+        original, reads = self.originals[name], self.reads
+
+        def read(tensor, *args, **kwargs):
+            frames = [f for f in traceback.extract_stack()[:-1] if "site-packages" not in f.filename
+                      or "pytorch_lightning" in f.filename]  # fmt: skip
+            where = "/".join(frames[-1].filename.split("/")[-3:])  # e.g. mtl/data/cache.py
+            site = f"{where}:{frames[-1].lineno} {name}"
+            reads.setdefault(self.step, []).append(site)
+            return original(tensor, *args, **kwargs)
+
+        return read
+
+    def _stop(self) -> None:
+        for name, original in self.originals.items():
+            setattr(torch.Tensor, name, original)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._stop()
+        self.step = trainer.global_step
+        for name in self.READS:
+            setattr(torch.Tensor, name, self._counting(name))
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._stop()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._stop()
+        self.path.write_text(json.dumps({str(k): v for k, v in self.reads.items()}))

@@ -1,8 +1,17 @@
 """Batch streams and the multi-task batch sampler: coverage, joint steps, exact resume."""
 
+import random
+import statistics
 from collections import Counter
 
+import pytest
+from probes import read_trace
+
+from mtl.data.batching import bucketed_batches
+from mtl.data.datamodule import steps_per_epoch
+from mtl.data.loading import DataConfig
 from mtl.data.streams import MultiTaskBatchSampler
+from mtl.errors import ConfigError
 from mtl.sampling import FixedSampler, UniformSampler
 
 
@@ -90,3 +99,35 @@ def test_each_task_batches_at_its_own_size():
     sampler = MultiTaskBatchSampler(lengths, uniform(lengths), {"a": 4, "b": 10}, 30, seed=0)
     sizes = {task: len(rows) for batch in sampler for task, rows in batch.parts}
     assert sizes == {"a": 4, "b": 10}
+
+
+def test_a_token_budget_gives_short_rows_bigger_batches_within_the_budget():
+    rng = random.Random(0)
+    lengths = [rng.choice([8, 12, 100, 128]) for _ in range(3000)]
+    batches = bucketed_batches(lengths, 32, random.Random(1), max_tokens=1024)
+    assert sorted(r for b in batches for r in b) == list(range(3000))  # each row once
+    assert all(len(b) * max(lengths[r] for r in b) <= 1024 for b in batches)
+    rows_at = {n: [len(b) for b in batches if max(lengths[r] for r in b) == n] for n in (12, 128)}
+    assert statistics.median(rows_at[12]) == 1024 // 12 and max(rows_at[128]) == 8
+    short_heavy = {"a": [10] * 4000}
+    assert steps_per_epoch(short_heavy, {"a": 32}, DataConfig(max_tokens=640), seed=0) == 63
+
+
+def test_resuming_with_another_token_budget_is_refused():
+    lengths = {"a": [5] * 50}
+    before = MultiTaskBatchSampler(lengths, uniform(lengths), each(lengths, 4), 10, seed=0,
+                                   max_tokens=40)  # fmt: skip
+    after = MultiTaskBatchSampler(lengths, uniform(lengths), each(lengths, 4), 10, seed=0)
+    with pytest.raises(ConfigError, match=r"\(batch_size, ranks, max_tokens\) = \(4, 1, 40\)"):
+        after.load_state_dict(before.state_dict())
+
+
+def test_token_budget_batches_through_the_cli(tmp_path, mtl_train):
+    result = mtl_train("encoder=tiny", "data.max_tokens=600", "trainer.max_steps=12",
+                       "trainer.val_check_interval=12", "+callbacks.trace._target_=probes.BatchTrace",
+                       f"+callbacks.trace.path={tmp_path}/trace", f"hydra.run.dir={tmp_path}/run",
+                       cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    parts = [p for record in read_trace(tmp_path / "trace") for p in record["parts"]]
+    assert all(len(p["rows"]) * p["width"] <= 600 for p in parts)
+    assert max(len(p["rows"]) for p in parts) > 16  # more rows than data.batch_size

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -39,8 +40,13 @@ class TokenizedTexts:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    @cached_property
+    def bounds(self) -> list[int]:
+        """The offsets as Python ints (read once, not per row)."""
+        return self.offsets.tolist()
+
     def row(self, i: int) -> tuple[Tensor, Tensor]:
-        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        lo, hi = self.bounds[i], self.bounds[i + 1]
         return self.ids[lo:hi], self.type_ids[lo:hi]
 
     def to_dict(self) -> dict[str, Tensor]:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mtl.data.batching import sorted_batches
 from mtl.data.loading import DataConfig, TaskData, TaskDataset
-from mtl.data.streams import MultiTaskBatchSampler, StepBatch
+from mtl.data.streams import MultiTaskBatchSampler, StepBatch, TaskBatchStream
 from mtl.errors import ConfigError
 from mtl.sampling import TaskSampler
 
@@ -42,9 +42,19 @@ def _passthrough_collate(batch: dict) -> dict:
     return batch  # __getitems__ already returns a collated batch
 
 
-def steps_per_epoch(sizes: dict[str, int], batch_sizes: dict[str, int], cfg: DataConfig) -> int:
-    """`data.steps_per_epoch`, or Σ ceil(n / batch size) over tasks (one pass in expectation)."""
-    return cfg.steps_per_epoch or sum(math.ceil(n / batch_sizes[t]) for t, n in sizes.items())
+def steps_per_epoch(
+    lengths: dict[str, list[int]], batch_sizes: dict[str, int], cfg: DataConfig, seed: int
+) -> int:
+    """`data.steps_per_epoch`, or the batches of one pass over every task (one pass in
+    expectation): Σ ceil(n / batch size), or with a token budget the first pass's batches."""
+    if cfg.steps_per_epoch:
+        return cfg.steps_per_epoch
+    if cfg.max_tokens is None:
+        return sum(math.ceil(len(x) / batch_sizes[t]) for t, x in lengths.items())
+    return sum(
+        TaskBatchStream(t, x, batch_sizes[t], seed, max_tokens=cfg.max_tokens).batches_per_pass
+        for t, x in lengths.items()
+    )
 
 
 class MultiTaskDataModule(pl.LightningDataModule):
@@ -67,8 +77,9 @@ class MultiTaskDataModule(pl.LightningDataModule):
             )
 
     @property
-    def train_sizes(self) -> dict[str, int]:
-        return {name: len(d.splits["train"]) for name, d in self.data.items()}
+    def train_lengths(self) -> dict[str, list[int]]:
+        """Each task's training rows' token counts."""
+        return {name: d.splits["train"].lengths for name, d in self.data.items()}
 
     @property
     def batch_sizes(self) -> dict[str, int]:
@@ -82,11 +93,12 @@ class MultiTaskDataModule(pl.LightningDataModule):
             {name: p.lengths for name, p in parts.items()},
             self.task_sampler,
             self.batch_sizes,
-            steps_per_epoch(self.train_sizes, self.batch_sizes, self.cfg),
+            steps_per_epoch(self.train_lengths, self.batch_sizes, self.cfg, self.seed),
             self.seed,
             tasks_per_step=self.cfg.tasks_per_step,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
+            max_tokens=self.cfg.max_tokens,
         )
         return self._loader(MultiTaskDataset(parts), batch_sampler)
 
@@ -110,6 +122,10 @@ class MultiTaskDataModule(pl.LightningDataModule):
             for name, d in self.data.items()
         }
 
+    @property
+    def _on_gpu(self) -> bool:
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
     def _loader(self, dataset: Dataset, batch_sampler) -> DataLoader:
         return DataLoader(
             dataset,
@@ -117,6 +133,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
             collate_fn=_passthrough_collate,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
+            pin_memory=self._on_gpu,  # copied to the GPU without blocking
             # its own generator: starting an iterator must not draw from the global RNG, or a
             # resumed run's dropout masks would drift from the uninterrupted run's
             generator=torch.Generator().manual_seed(self.seed),

@@ -40,6 +40,9 @@ class DataConfig:
     eval_batch_size: int = 64
     steps_per_epoch: int | None = None  # None: Σ_i ceil(n_i / batch_size), one pass in expectation
     tasks_per_step: int = 1  # k > 1: a joint step trains on one batch of each of k tasks
+    max_tokens: int | None = None  # token budget per batch: rows × longest row <= max_tokens
+    pad_to_multiple: int = 1  # batch widths rounded up to a multiple (GPU: repeating shapes)
+    overfit_rows: int | None = None  # debug: train on each task's first N rows, validate on them
     on_bad_row: OnBadRow = OnBadRow.error
     cache_dir: str | None = None  # token-id cache; None disables it
     num_workers: int = 0
@@ -53,10 +56,16 @@ class TaskDataset(Dataset):
     task draws per batch (the masked-LM task's masks)."""
 
     def __init__(
-        self, task: Task, tokens: TokenizedTexts, targets: Tensor, pad_id: int, seed: int = 0
+        self,
+        task: Task,
+        tokens: TokenizedTexts,
+        targets: Tensor,
+        pad_id: int,
+        seed: int = 0,
+        pad_to_multiple: int = 1,
     ) -> None:
         self.task, self.tokens, self.targets, self.pad_id = task, tokens, targets, pad_id
-        self.seed = seed
+        self.seed, self.pad_to_multiple = seed, pad_to_multiple
         self.features: Tensor | None = None  # (N, C)
 
     def __len__(self) -> int:
@@ -66,7 +75,7 @@ class TaskDataset(Dataset):
         """One task's padded batch: task, input_ids, token_type_ids, attention_mask, labels.
         `key` names the batch for what the task draws per batch (training: its step)."""
         part: dict[str, Tensor | str] = {"task": self.task.name}
-        part.update(collate(self.tokens, rows, self.pad_id))
+        part.update(collate(self.tokens, rows, self.pad_id, self.pad_to_multiple))
         part["labels"] = self.task.batch_labels(self, rows, part, key)
         part["rows"] = torch.tensor(rows)  # row numbers within the split
         if self.features is not None:
@@ -126,7 +135,11 @@ def load_task(
     examples, skipped = _read_splits(name, spec, cfg.on_bad_row)
     if fitted is None and "val" not in examples:
         raise DataError(f"task.{name}: no validation split (add files.val or a split)")
-    if "train" in examples and spec.train_fraction < 1:
+    if "train" in examples and cfg.overfit_rows:  # the sanity check: memorize a few rows
+        rows = range(min(cfg.overfit_rows, len(examples["train"])))
+        examples["train"] = examples["train"].subset(list(rows))
+        examples["val"] = examples["train"]
+    elif "train" in examples and spec.train_fraction < 1:
         train = examples["train"]
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         examples["train"] = train.subset(
@@ -155,7 +168,9 @@ def load_task(
                 "were rows skipped as bad?)"
             )
         targets = task.targets(encoded, tokens)
-        datasets[split] = TaskDataset(task, tokens, targets, pad_id(tokenizer), seed)
+        datasets[split] = TaskDataset(
+            task, tokens, targets, pad_id(tokenizer), seed, cfg.pad_to_multiple
+        )
     files = {split: str(examples[split].path) for split in datasets}
     return TaskData(task, datasets, files, skipped)
 

@@ -22,7 +22,8 @@ class TaskBatchStream:
     """An endless stream of one task's training batches: pass after shuffled pass.
 
     Rows are dealt round-robin to `world_size` ranks: batch b of a pass holds
-    `batch_size · world_size` rows and this rank takes every world_size-th of them.
+    `batch_size · world_size` rows (or `max_tokens · world_size` tokens) and this rank takes
+    every world_size-th of them.
     """
 
     def __init__(
@@ -33,8 +34,10 @@ class TaskBatchStream:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        max_tokens: int | None = None,
     ) -> None:
         self.task, self.lengths, self.batch_size, self.seed = task, lengths, batch_size, seed
+        self.max_tokens = max_tokens
         self.rank, self.world_size = rank, world_size
         if len(lengths) < world_size:
             raise ConfigError(f"task {task}: {len(lengths)} training rows for {world_size} ranks")
@@ -43,10 +46,18 @@ class TaskBatchStream:
 
     def _pass(self, epoch: int) -> list[list[int]]:
         rng = random.Random(f"batches:{self.seed}:{self.task}:{epoch}")
-        batches = bucketed_batches(self.lengths, self.batch_size * self.world_size, rng)
+        budget = self.max_tokens * self.world_size if self.max_tokens else None
+        batches = bucketed_batches(
+            self.lengths, self.batch_size * self.world_size, rng, max_tokens=budget
+        )
         if self.world_size == 1:
             return batches
         return [b[self.rank :: self.world_size] for b in batches if len(b) >= self.world_size]
+
+    @property
+    def batches_per_pass(self) -> int:
+        """The batches of the current pass (with a token budget, passes differ a little)."""
+        return len(self._batches)
 
     def next(self) -> list[int]:
         if self.position >= len(self._batches):
@@ -61,14 +72,16 @@ class TaskBatchStream:
             "position": self.position,
             "batch_size": self.batch_size,
             "world_size": self.world_size,
+            "max_tokens": self.max_tokens,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        saved = (state["batch_size"], state["world_size"])
-        if saved != (self.batch_size, self.world_size):
+        saved = (state["batch_size"], state["world_size"], state.get("max_tokens"))
+        mine = (self.batch_size, self.world_size, self.max_tokens)
+        if saved != mine:
             raise ConfigError(
-                f"resume: the checkpoint's batches were (batch_size, ranks) = {saved}, this run's "
-                f"are {(self.batch_size, self.world_size)}; resume with the same settings"
+                f"resume: the checkpoint's batches were (batch_size, ranks, max_tokens) = {saved}, "
+                f"this run's are {mine}; resume with the same settings"
             )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._batches = self._pass(self.epoch)
@@ -103,6 +116,7 @@ class MultiTaskBatchSampler(Sampler[StepBatch]):
         tasks_per_step: int = 1,
         rank: int = 0,
         world_size: int = 1,
+        max_tokens: int | None = None,
     ) -> None:
         if list(task_lengths) != task_sampler.names:
             raise ValueError(f"tasks {list(task_lengths)} != sampler's {task_sampler.names}")
@@ -111,7 +125,9 @@ class MultiTaskBatchSampler(Sampler[StepBatch]):
         self.seed = seed
         self.tasks_per_step = tasks_per_step
         self.streams = {
-            name: TaskBatchStream(name, lengths, batch_sizes[name], seed, rank, world_size)
+            name: TaskBatchStream(
+                name, lengths, batch_sizes[name], seed, rank, world_size, max_tokens
+            )
             for name, lengths in task_lengths.items()
         }
         self.step = 0  # global step of the next batch

@@ -100,7 +100,7 @@ class TaggingTask(Task):
         """(B, T): each row's word-piece tags, padded with IGNORE."""
         labels = torch.full(part["input_ids"].shape, IGNORE, dtype=torch.long)
         for b, i in enumerate(rows):
-            lo, hi = int(dataset.tokens.offsets[i]), int(dataset.tokens.offsets[i + 1])
+            lo, hi = dataset.tokens.bounds[i], dataset.tokens.bounds[i + 1]
             labels[b, : hi - lo] = dataset.targets[lo:hi]
         return labels
 
