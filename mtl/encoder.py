@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtl.dropout import Dropout, dropout
 from mtl.errors import CheckpointError
 from mtl.io import atomic_write_text
 from mtl.tensor_files import atomic_save_safetensors, load_data, load_safetensors
@@ -129,7 +130,7 @@ class Embeddings(nn.Module):
         self.position = nn.Embedding(cfg.max_position, cfg.hidden_size)
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
         T = input_ids.shape[1]
@@ -166,7 +167,7 @@ class SelfAttention(nn.Module):
         if self.use_math(x):
             att = (q @ k.transpose(-2, -1)) * (C // H) ** -0.5  # (B, H, T, T)
             att = att.masked_fill(~mask, torch.finfo(att.dtype).min).softmax(dim=-1)
-            y = F.dropout(att, p) @ v  # (B, H, T, D)
+            y = dropout(att, p) @ v  # (B, H, T, D)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return y.transpose(1, 2).reshape(B, T, C)
@@ -184,7 +185,7 @@ class Layer(nn.Module):
         self.ffn_in = nn.Linear(C, cfg.intermediate_size)
         self.ffn_out = nn.Linear(cfg.intermediate_size, C)
         self.ffn_norm = nn.LayerNorm(C, eps=eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = self.attn_norm(x + self.dropout(self.attn_out(self.attn(x, mask))))

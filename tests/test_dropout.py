@@ -1,0 +1,44 @@
+"""mtl's CPU dropout: the distribution F.dropout promises, from half the random draws."""
+
+import pytest
+import torch
+
+from mtl.dropout import Dropout, dropout
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_keeps_each_element_with_probability_one_minus_p_and_rescales(p):
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1001)  # an odd count: the last draw is half used
+    y = dropout(x, p)
+    kept = y != 0
+    for lane in (kept.flatten()[0::2], kept.flatten()[1::2]):  # both halves of each draw
+        assert lane.float().mean().item() == pytest.approx(1 - p, abs=0.004)
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)), rtol=1e-4)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # unbiased in expectation
+
+
+def test_masks_are_independent_of_position_and_seeded():
+    torch.manual_seed(1)
+    a = dropout(torch.ones(256, 256), 0.1) != 0
+    rows, cols = a.float().mean(1), a.float().mean(0)
+    assert rows.std() < 0.04 and cols.std() < 0.04  # no striping over rows or columns
+    torch.manual_seed(1)
+    assert torch.equal(a, dropout(torch.ones(256, 256), 0.1) != 0)  # the seed reproduces it
+    assert not torch.equal(a, dropout(torch.ones(256, 256), 0.1) != 0)
+
+
+def test_gradient_flows_through_kept_elements_only():
+    torch.manual_seed(0)
+    x = torch.randn(64, 64, dtype=torch.bfloat16, requires_grad=True)
+    y = dropout(x, 0.2)
+    y.sum().backward()
+    kept = y.detach() != 0
+    assert torch.all(x.grad[~kept] == 0)
+    assert torch.allclose(x.grad[kept].float(), torch.full((int(kept.sum()),), 1.25), rtol=1e-2)
+
+
+def test_identity_in_eval_mode_and_at_zero():
+    x = torch.randn(8, 8)
+    module = Dropout(0.3).eval()
+    assert module(x) is x and dropout(x, 0.0) is x
