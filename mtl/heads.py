@@ -15,8 +15,9 @@ from mtl.encoder import Bert, BertOutput
 
 
 class MLPHead(nn.Module):
-    """dropout → [Linear → GELU → dropout] → Linear on the sentence vector: a linear probe, or
-    one hidden layer. (B, C) -> (B, outputs)."""
+    """dropout → [Linear → GELU → dropout] → Linear on the sentence vector (with the task's
+    text statistics, if it has `features`): a linear probe, or one hidden layer.
+    (B, C[ + F]) -> (B, outputs)."""
 
     def __init__(
         self, in_features: int, out_features: int, hidden: int | None = None, dropout: float = 0.1
@@ -30,7 +31,10 @@ class MLPHead(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, out: BertOutput, encoder: Bert, part: dict) -> Tensor:
-        return self.net(out.pooled)  # (B, C) -> (B, out_features)
+        x = self.net[0](out.pooled)  # dropout on the sentence vector (B, C)
+        if "text_features" in part:  # (B, F) standardized text statistics, never dropped
+            x = torch.cat([x, part["text_features"].to(x.dtype)], dim=-1)  # (B, C + F)
+        return self.net[1:](x)  # (B, out_features)
 
 
 class TokenHead(MLPHead):

@@ -174,12 +174,20 @@ class Predictor:
                 with member.autocast(self.device):
                     encoded = member.model.encode(batch)
                     for name in group:
-                        output = member.model.heads[name](encoded, member.model.encoder, batch)
+                        part = self._with_text_features(member.tasks[name], batch, texts, rows)
+                        output = member.model.heads[name](encoded, member.model.encoder, part)
                         out = self._task_output(member, name, output)
                         if name not in results:
                             results[name] = torch.empty((len(texts), *out.shape[1:]))
                         results[name][rows] = out.float().cpu()
         return results
+
+    def _with_text_features(self, task: Task, batch: dict, texts: list[str], rows: list[int]):
+        """The batch, with the task's standardized text statistics if its head takes them."""
+        if task.text_features is None:
+            return batch
+        stats = task.text_features([texts[r] for r in rows]).to(self.device)
+        return {**batch, "text_features": stats}
 
     def _task_output(self, member: TrainedModel, name: str, output: torch.Tensor) -> torch.Tensor:
         """(B, K) values in the label scale, (B, K, C) class probabilities or (B, L) label

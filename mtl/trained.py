@@ -24,7 +24,7 @@ from torch import nn
 from mtl.encoder import Bert, BertConfig
 from mtl.errors import CheckpointError, MtlError
 from mtl.model import CHECKPOINT_FORMAT, MultiTaskModel
-from mtl.tasks import Task, parse_task_specs, task_type
+from mtl.tasks import Task, parse_task_specs, task_from_state
 from mtl.tensor_files import load_data, load_safetensors
 from mtl.tokenizer import load_tokenizer, tokenizer_from_json
 
@@ -144,7 +144,7 @@ def _tasks(source: Path, described: dict) -> dict[str, Task]:
     try:
         specs = parse_task_specs({name: t["spec"] for name, t in described.items()})
         return {
-            name: task_type(spec).from_state(name, spec, described[name]["state"])
+            name: task_from_state(name, spec, described[name]["state"])
             for name, spec in specs.items()
         }
     except (MtlError, KeyError, TypeError, ValueError) as e:

@@ -7,6 +7,7 @@ fitted tasks, so nothing can be built in the wrong order.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from mtl.data.cache import TokenizedTexts, tokenize_cached
 from mtl.data.readers import Examples, ReadResult, read_examples
 from mtl.data.splits import split_indices
 from mtl.errors import DataError
-from mtl.tasks import Task, TaskSpec, TaskType, task_type
+from mtl.tasks import Task, TaskSpec, TaskType, TextFeatures, task_type
 from mtl.tokenizer import pad_id
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class TaskDataset(Dataset):
         self.task, self.tokens, self.targets, self.pad_id = task, tokens, targets, pad_id
         self.seed, self.pad_to_multiple = seed, pad_to_multiple
         self.features: Tensor | None = None  # (N, C)
+        self.text_features: Tensor | None = None  # (N, F): the task's text statistics
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -80,6 +82,8 @@ class TaskDataset(Dataset):
         part["rows"] = torch.tensor(rows)  # row numbers within the split
         if self.features is not None:
             part["features"] = self.features[rows]
+        if self.text_features is not None:
+            part["text_features"] = self.text_features[rows]
         return part
 
     def __getitems__(self, rows: list[int]) -> dict:
@@ -146,6 +150,10 @@ def load_task(
             sorted(keep[: max(1, round(spec.train_fraction * len(train)))].tolist())
         )
     task = fitted or task_type(spec).fit(name, spec, examples["train"].labels, tokenizer)
+    if fitted is None and spec.features:  # standardized with the training rows' statistics
+        task = dataclasses.replace(
+            task, text_features=TextFeatures.fit(spec.features, examples["train"].texts)
+        )
     for split in splits or ():
         if split not in examples:
             raise DataError(f"task.{name}: no {split} split (it has {', '.join(examples)})")
@@ -171,6 +179,8 @@ def load_task(
         datasets[split] = TaskDataset(
             task, tokens, targets, pad_id(tokenizer), seed, cfg.pad_to_multiple
         )
+        if task.text_features is not None:
+            datasets[split].text_features = task.text_features(ex.texts)
     files = {split: str(examples[split].path) for split in datasets}
     return TaskData(task, datasets, files, skipped)
 

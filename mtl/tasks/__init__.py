@@ -11,6 +11,8 @@ language model on the task's texts). One file per type; `base.Task` says what ea
 
 from __future__ import annotations
 
+import dataclasses
+
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -32,12 +34,13 @@ from mtl.tasks.spec import (
     spec_dict,
 )
 from mtl.tasks.tagging import TaggingTask
+from mtl.tasks.text_stats import STATISTICS, TextFeatures
 
 __all__ = [
     "FLOAT32_MAX", "TASK_TYPES", "ClassificationTask", "ColumnMetric", "HeadSpec", "Label",
     "Loss", "MappedRMSE", "MaskedLMTask", "MultilabelTask", "RegressionTask", "SpanF1",
-    "SplitSpec", "TaggingTask", "Task", "TaskSpec", "TaskType", "mapped_rmse",
-    "parse_task_specs", "spec_dict", "task_type",
+    "SplitSpec", "TaggingTask", "Task", "TaskSpec", "TaskType", "TextFeatures", "mapped_rmse",
+    "parse_task_specs", "spec_dict", "task_from_state", "task_type",
 ]  # fmt: skip
 
 TASK_TYPES: dict[TaskType, type[Task]] = {
@@ -48,6 +51,15 @@ TASK_TYPES: dict[TaskType, type[Task]] = {
 
 def task_type(spec: TaskSpec) -> type[Task]:
     return TASK_TYPES[spec.type]
+
+
+def task_from_state(name: str, spec: TaskSpec, state: dict) -> Task:
+    """A fitted task as a checkpoint recorded it (`Task.state()`), text statistics included."""
+    task = task_type(spec).from_state(name, spec, state)
+    if "text_features" in state:
+        features = TextFeatures.from_state(state["text_features"])
+        task = dataclasses.replace(task, text_features=features)
+    return task
 
 
 def parse_task_specs(tasks: DictConfig | dict) -> dict[str, TaskSpec]:
@@ -116,4 +128,15 @@ def _check_spec(name: str, spec: TaskSpec) -> None:
     ):  # fmt: skip
         if not ok:
             raise ConfigError(f"task.{name}.{key}: must be {allowed}, got {value}")
+    unknown = [f for f in spec.features if f not in STATISTICS]
+    if unknown:
+        raise ConfigError(
+            f"task.{name}.features: unknown text statistic {unknown[0]!r} (known: "
+            f"{', '.join(STATISTICS)})"
+        )
+    if spec.features and task_type(spec).level != "sentence":
+        raise ConfigError(
+            f"task.{name}.features: text statistics feed heads with a label per text, not a "
+            f"{spec.type.value} task"
+        )
     task_type(spec).check_spec(name, spec)

@@ -10,7 +10,7 @@ the tasks' scores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -21,6 +21,7 @@ from torchmetrics import MetricCollection
 from mtl.heads import MLPHead
 from mtl.tasks.metrics import ColumnMetric
 from mtl.tasks.spec import Label, TaskSpec, TaskType
+from mtl.tasks.text_stats import TextFeatures
 
 if TYPE_CHECKING:
     from mtl.data.cache import TokenizedTexts
@@ -33,6 +34,7 @@ class Task:
 
     name: str
     spec: TaskSpec
+    text_features: TextFeatures | None = field(default=None, kw_only=True)  # head inputs
     type: ClassVar[TaskType]
     level: ClassVar[str] = "sentence"  # a label per text, or "token": per word or word piece
     has_labels: ClassVar[bool] = True  # False: the texts alone (masked LM)
@@ -59,7 +61,9 @@ class Task:
 
     def state(self) -> dict:
         """What a checkpoint needs to rebuild this task's head and label mapping (JSON)."""
-        return {"type": self.type.value}
+        if self.text_features is None:
+            return {"type": self.type.value}
+        return {"type": self.type.value, "text_features": self.text_features.state()}
 
     @classmethod
     def score_weight_of(cls, spec: TaskSpec) -> float:
@@ -84,7 +88,8 @@ class Task:
     def head(self, encoder: Bert) -> nn.Module:
         """The task's head on the shared encoder."""
         head = self.spec.head
-        return MLPHead(encoder.hidden_size, self.num_outputs, head.hidden, head.dropout)
+        extra = len(self.spec.features)  # text statistics beside the sentence vector
+        return MLPHead(encoder.hidden_size + extra, self.num_outputs, head.hidden, head.dropout)
 
     def column_metrics(self, make) -> MetricCollection:
         """`make()` per column: the first column's under their own names, the others' as

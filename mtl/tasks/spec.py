@@ -73,6 +73,7 @@ class TaskSpec:
     patience: int | None = None  # validations without a better score before the task stops
     mapped_rmse: bool = False  # regression: also RMSE after a cubic map to the labels (GermEval)
     mask_probability: float = 0.15  # mlm: the share of word pieces chosen for prediction
+    features: list[str] = field(default_factory=list)  # text statistics the head also sees
 
 
 def spec_dict(spec: TaskSpec) -> dict:
