@@ -155,6 +155,11 @@ def test_multilabel_run_and_predictions_through_the_cli(tmp_path, mtl_train, run
         assert list(probs) == ["food", "service", "price", "ambience"]
         above = [label for label, p in probs.items() if p > 0.5]
         assert row["demo_multilabel"] == ";".join(above)
+    exported = run_module("mtl.export", str(tmp_path / "run"), str(tmp_path / "model"),
+                          cwd=tmp_path)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "| demo_multilabel | multilabel | any of `food`, `service`, `price`" in card
 
 
 # ---- tagging --------------------------------------------------------------------------------
@@ -229,6 +234,12 @@ def test_tagging_run_through_the_cli_and_its_limits(tmp_path, mtl_train, run_mod
                      "--tasks", "demo_tagging", cwd=tmp_path, input="Anna lacht.\n")  # fmt: skip
     assert out.returncode != 0
     assert "task 'demo_tagging' is tagging: only tasks with a label per text" in out.stderr
+    exported = run_module("mtl.export", str(tmp_path / "run"), str(tmp_path / "model"),
+                          cwd=tmp_path)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (
+        "| demo_tagging | tagging | a tag per word: `" in (tmp_path / "model/README.md").read_text()
+    )
     cached = mtl_train("task=[demo_tagging]", "transfer=feature_extraction", *TINY,
                        cwd=tmp_path)  # fmt: skip
     assert cached.returncode != 0
