@@ -106,6 +106,7 @@ def test_accumulation_equals_one_step_on_the_summed_loss(tiny_model, batches):
     assert not all(torch.equal(start[k], b[k]) for k in b if k.startswith("encoder."))
 
 
+@pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 def test_accumulation_resumes_exactly_at_window_boundaries(mtl_train, tmp_path):
     """Checkpoints fall between optimizer steps only; a run killed after step 3 and resumed
     from its last.ckpt ends with the uninterrupted run's weights, bit for bit."""
@@ -139,6 +140,7 @@ def test_accumulation_needs_validations_between_optimizer_steps(mtl_train, tmp_p
     )
 
 
+@pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 @pytest.mark.skipif(sys.platform != "linux", reason="DDP on CPU is exercised on Linux (gloo)")
 def test_pcgrad_on_two_processes_equals_one_process_with_the_doubled_batch(mtl_train, tmp_path):
     same = [

@@ -59,6 +59,7 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path, mtl_train):
         assert torch.allclose(a[key], b[key], rtol=0, atol=0, equal_nan=True), key  # bitwise
 
 
+@pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 @pytest.mark.skipif(sys.platform != "linux", reason="DDP on CPU is exercised on Linux (gloo)")
 def test_two_process_ddp_same_task_disjoint_shards(tmp_path, mtl_train):
     result = mtl_train(

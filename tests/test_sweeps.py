@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
@@ -30,6 +31,7 @@ def test_optuna_search_maximizes_the_returned_score(tmp_path, mtl_train):
     assert not any("hparams_search" in t.name for t in trials)
 
 
+@pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 def test_joblib_runs_two_jobs_at_once(tmp_path, mtl_train):
     timing = tmp_path / "timing.jsonl"
     result = mtl_train(

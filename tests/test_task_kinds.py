@@ -99,6 +99,7 @@ def test_mlm_beside_a_labelled_task_is_not_scored():
         parse_task_specs({"mlm": {"type": "mlm", "file": "a.txt", "score_weight": 0}})
 
 
+@pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 def test_mlm_beside_regression_resumes_bit_for_bit(tmp_path, mtl_train):
     args = ["task=[demo_complexity,demo_mlm]", "encoder=tiny", "trainer.max_steps=8",
             "trainer.val_check_interval=4"]  # fmt: skip
