@@ -106,13 +106,11 @@ class PoisonWeights(pl.Callback):
 
 
 class Timing(pl.Callback):
-    """Appends this process's id and when its training started and ended to a JSON-lines file."""
+    """Appends this process's id, when its job built its callbacks (before reading data and
+    building the model) and when its training ended, to a JSON-lines file."""
 
     def __init__(self, path: str) -> None:
-        self.path, self.start = path, 0.0
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        self.start = time.time()
+        self.path, self.start = path, time.time()
 
     def on_fit_end(self, trainer, pl_module) -> None:
         with open(self.path, "a") as f:
