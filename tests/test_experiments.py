@@ -129,5 +129,9 @@ def test_complexity_cv_pools_out_of_fold_predictions(mtl_train, data_root, tmp_p
         )
     predictor = Predictor.load(run)  # the 5 fold models, an ensemble
     assert len(predictor.members) == 5
-    assert 1 <= predictor.predict(["Ein kurzer Satz."])[0]["complexity_de"] <= 7
+    texts = ["Ein kurzer Satz.", "Die Verwaltungsgerichtsbarkeit prüft Verwaltungsakte."]
+    each = [Predictor([m]).predict(texts) for m in predictor.members]
+    for i, row in enumerate(predictor.predict(texts)):  # the ensemble averages its members
+        mean = sum(p[i]["complexity_de"] for p in each) / len(each)
+        assert row["complexity_de"] == pytest.approx(mean, abs=1e-5)
     assert torch.isfinite(torch.tensor(cv["mean"]["test/complexity_de/rmse"]))

@@ -31,15 +31,20 @@ def test_training_steps_read_device_values_only_at_log_and_update_intervals(tmp_
     assert "train/loss=" in result.stdout  # the progress bar (on stdout) still shows the loss
 
 
-def test_token_budget_batches_hold_more_short_rows(tmp_path, mtl_train):
+def traced_run(tmp_path, mtl_train, *overrides: str) -> tuple:
+    """`python -m mtl.train` with the batch trace probe: (result, the trained batches' parts)."""
     trace = tmp_path / "trace"
     result = mtl_train(
-        *TINY, "data.max_tokens=256", f"hydra.run.dir={tmp_path}/run",
+        *overrides, f"hydra.run.dir={tmp_path}/run",
         "+callbacks.trace._target_=probes.BatchTrace", f"+callbacks.trace.path={trace}",
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    parts = [p for step in read_trace(trace) for p in step["parts"]]
+    return result, [p for step in read_trace(trace) for p in step["parts"]]
+
+
+def test_token_budget_batches_hold_more_short_rows(tmp_path, mtl_train):
+    _, parts = traced_run(tmp_path, mtl_train, *TINY, "data.max_tokens=256")
     assert all(len(p["rows"]) * p["width"] <= 256 or len(p["rows"]) == 1 for p in parts)
     narrow = [len(p["rows"]) for p in parts if p["width"] <= 16]
     wide = [len(p["rows"]) for p in parts if p["width"] >= 32]
@@ -47,14 +52,8 @@ def test_token_budget_batches_hold_more_short_rows(tmp_path, mtl_train):
 
 
 def test_batch_widths_round_up_to_the_multiple(tmp_path, mtl_train):
-    trace = tmp_path / "trace"
-    result = mtl_train(
-        *TINY, "data.pad_to_multiple=16", f"hydra.run.dir={tmp_path}/run",
-        "+callbacks.trace._target_=probes.BatchTrace", f"+callbacks.trace.path={trace}",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    widths = {p["width"] for step in read_trace(trace) for p in step["parts"]}
+    _, parts = traced_run(tmp_path, mtl_train, *TINY, "data.pad_to_multiple=16")
+    widths = {p["width"] for p in parts}
     assert widths and all(w % 16 == 0 for w in widths)
 
 
@@ -89,15 +88,8 @@ def test_compiled_encoder_trains_and_its_checkpoint_predicts(tmp_path, mtl_train
 
 
 def test_debug_fast_trains_one_batch_per_task_and_validates_one(tmp_path, mtl_train):
-    trace = tmp_path / "trace"
-    result = mtl_train(
-        "debug=fast", "encoder=tiny", f"hydra.run.dir={tmp_path}/run",
-        "+callbacks.trace._target_=probes.BatchTrace", f"+callbacks.trace.path={trace}",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    steps = read_trace(trace)
-    assert sorted(p["task"] for s in steps for p in s["parts"]) == [
+    result, parts = traced_run(tmp_path, mtl_train, "debug=fast", "encoder=tiny")
+    assert sorted(p["task"] for p in parts) == [
         "demo_complexity", "demo_sentiment"
     ]  # fmt: skip
     for loader in (0, 1):  # one validation loader per task, one batch of each

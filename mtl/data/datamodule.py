@@ -77,11 +77,6 @@ class MultiTaskDataModule(pl.LightningDataModule):
             )
 
     @property
-    def train_lengths(self) -> dict[str, list[int]]:
-        """Each task's training rows' token counts."""
-        return {name: d.splits["train"].lengths for name, d in self.data.items()}
-
-    @property
     def batch_sizes(self) -> dict[str, int]:
         """Each task's own batch size, or data.batch_size."""
         return {n: d.task.spec.batch_size or self.cfg.batch_size for n, d in self.data.items()}
@@ -93,7 +88,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
             {name: p.lengths for name, p in parts.items()},
             self.task_sampler,
             self.batch_sizes,
-            steps_per_epoch(self.train_lengths, self.batch_sizes, self.cfg, self.seed),
+            self.task_sampler.steps_per_epoch,  # the run's epoch, computed once (train.py)
             self.seed,
             tasks_per_step=self.cfg.tasks_per_step,
             rank=trainer.global_rank if trainer else 0,
