@@ -65,11 +65,22 @@ def per_task(steps: int, *, _root_) -> int:
     return int(steps) * len(_root_.task)
 
 
+def sweep_name(name: str, overrides: list[str]) -> str:
+    """`${mtl_sweep_name:${name},${hydra.overrides.task}}`: a sweep's directory name, the
+    run's `name`, or `a+b` for a sweep over experiments (`-m experiment=a,b`)."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") == "experiment":
+            return re.sub(r"[^\w.+-]", "", value.replace(",", "+"))
+    return name
+
+
 def register() -> None:
     """Make the schema and the config resolvers known to Hydra (before composing)."""
     if not OmegaConf.has_resolver("mtl_root"):
         OmegaConf.register_new_resolver("mtl_root", lambda: str(ROOT))
         OmegaConf.register_new_resolver("mtl_dirname", dirname)
         OmegaConf.register_new_resolver("mtl_per_task", per_task)
+        OmegaConf.register_new_resolver("mtl_sweep_name", sweep_name)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     ConfigStore.instance().store(group="schema", name="task", node=TaskSpec)

@@ -1,4 +1,4 @@
-"""A Hydra callback that checks a run before Hydra writes anything for it.
+"""Hydra callbacks that settle a run's directory before Hydra writes anything for it.
 
 Hydra writes `.hydra/config.yaml` before the job starts, so these checks run earlier than the
 job itself, at `on_run_start` / `on_multirun_start`: the directory must not hold another run
@@ -15,10 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 from mtl.errors import MtlError
 from mtl.validation import check_config
+
+
+class OneSweepDir(Callback):
+    """Hydra composes each sweep job's config anew, `hydra.sweep.dir` included, so jobs whose
+    `name` differs (`-m experiment=a,b`) would land in different directories. This fixes the
+    sweep's directory, as resolved when the sweep starts, as an override of every job."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = str(config.hydra.sweep.dir).replace("\\", "\\\\").replace("'", "\\'")
+        with read_write(config.hydra.overrides):
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{sweep_dir}'")
 
 
 class RefuseExistingRun(Callback):

@@ -135,3 +135,16 @@ def test_complexity_cv_pools_out_of_fold_predictions(mtl_train, data_root, tmp_p
         mean = sum(p[i]["complexity_de"] for p in each) / len(each)
         assert row["complexity_de"] == pytest.approx(mean, abs=1e-5)
     assert torch.isfinite(torch.tensor(cv["mean"]["test/complexity_de/rmse"]))
+
+
+def test_a_sweep_over_experiments_keeps_its_jobs_in_one_directory(mtl_train, data_root, tmp_path):
+    # each experiment sets its own `name`, which the default sweep directory is named after
+    result = mtl_train("-m", "experiment=demo,complexity_cv", *TINY, "trainer.max_steps=2",
+                       f"paths.log_dir={tmp_path}/logs", cwd=tmp_path,
+                       env={"MTL_DATA_ROOT": str(data_root)})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    [sweep] = (tmp_path / "logs" / "multiruns").glob("*/*")
+    assert sweep.parent.name == "demo+complexity_cv"
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 2 and "experiment=demo," in jobs[0] and "experiment=complexity_cv," in jobs[1]
+    assert (sweep / jobs[0] / "metrics.json").exists() and (sweep / jobs[1] / "cv.json").exists()
