@@ -11,6 +11,9 @@ The run directory then holds `cv.json` (each fold's test metrics, their mean and
 metrics of the pooled out-of-fold predictions, with the cubic-mapped RMSE fitted on all of
 them), `oof.csv` (every row's fold, label and prediction) and `ensemble.json`, so the K models
 predict together: `python -m mtl.predict <run> --input ...`.
+
+`python -m mtl.train resume=<run>` continues a stopped cross-validation: finished folds are
+kept as they are, a fold that stopped midway resumes from its last.ckpt, the rest train.
 """
 
 from __future__ import annotations
@@ -66,7 +69,11 @@ def cross_validate(cfg: DictConfig, train) -> dict:
     out = Path(cfg.paths.output_dir)
     folds, pooled = [], []
     for k in range(cv.folds):
-        summary = train(_fold_config(cfg, cv, name, k, out / f"fold{k}"))
+        fold_dir = out / f"fold{k}"
+        resumed = bool(cfg.get("resume"))
+        summary = (resumed and _finished(fold_dir)) or train(
+            _fold_config(cfg, cv, name, k, fold_dir, resumed)
+        )
         best = trained.load(summary["best_checkpoint"])
         test = split_datasets(best, "test")[name]
         predicted, labels = predictions(best, {name: test})[name]
@@ -83,11 +90,23 @@ def cross_validate(cfg: DictConfig, train) -> dict:
     return result
 
 
-def _fold_config(cfg: DictConfig, cv: CVConfig, name: str, k: int, output: Path) -> DictConfig:
+def _finished(fold_dir: Path) -> dict | None:
+    """A fold that a resumed cross-validation need not train again: its metrics.json."""
+    metrics = fold_dir / "metrics.json"
+    summary = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    done = summary.get("status") == "finished" and summary.get("best_checkpoint")
+    return summary if done and Path(summary["best_checkpoint"]).is_file() else None
+
+
+def _fold_config(
+    cfg: DictConfig, cv: CVConfig, name: str, k: int, output: Path, resumed: bool
+) -> DictConfig:
     fold = copy.deepcopy(cfg)
     with open_dict(fold):
         fold.cv.folds = 0
         fold.paths.output_dir = str(output)
+        started = resumed and (output / "checkpoints" / "last.ckpt").is_file()
+        fold.resume = str(output) if started else None  # else the fold starts afresh
         split = fold.task[name].split
         split.folds, split.fold, split.seed = cv.folds, k, cv.seed
         split.val_fraction, split.test_fraction = cv.val_fraction, 0.0

@@ -148,3 +148,24 @@ def test_a_sweep_over_experiments_keeps_its_jobs_in_one_directory(mtl_train, dat
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert len(jobs) == 2 and "experiment=demo," in jobs[0] and "experiment=complexity_cv," in jobs[1]
     assert (sweep / jobs[0] / "metrics.json").exists() and (sweep / jobs[1] / "cv.json").exists()
+
+
+def test_a_stopped_cross_validation_resumes_where_it_stopped(mtl_train, data_root, tmp_path):
+    run = experiment(mtl_train, data_root, tmp_path, "experiment=complexity_cv", "trainer.max_steps=4")
+    whole = json.loads((run / "cv.json").read_text())
+    # as if stopped in fold 3 after its last checkpoint: fold 4 never began, no cv.json
+    (run / "cv.json").unlink()
+    fold3 = json.loads((run / "fold3/metrics.json").read_text())
+    (run / "fold3/metrics.json").write_text(json.dumps({**fold3, "status": "running"}))
+    for path in sorted((run / "fold4").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    kept = {k: (run / f"fold{k}/checkpoints/best.ckpt").stat().st_mtime_ns for k in range(3)}
+
+    result = mtl_train(f"resume={run}", cwd=tmp_path, env={"MTL_DATA_ROOT": str(data_root)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    for k, mtime in kept.items():  # finished folds are not trained again
+        assert (run / f"fold{k}/checkpoints/best.ckpt").stat().st_mtime_ns == mtime
+    assert json.loads((run / "fold3/metrics.json").read_text())["status"] == "finished"
+    resumed = json.loads((run / "cv.json").read_text())
+    for key, value in whole["pooled"].items():  # the same folds, the same out-of-fold scores
+        assert resumed["pooled"][key] == pytest.approx(value, abs=1e-6), key
