@@ -146,12 +146,14 @@ def test_a_sweep_over_experiments_keeps_its_jobs_in_one_directory(mtl_train, dat
     [sweep] = (tmp_path / "logs" / "multiruns").glob("*/*")
     assert sweep.parent.name == "demo+complexity_cv"
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert len(jobs) == 2 and "experiment=demo," in jobs[0] and "experiment=complexity_cv," in jobs[1]
+    assert len(jobs) == 2
+    assert "experiment=demo," in jobs[0] and "experiment=complexity_cv," in jobs[1]
     assert (sweep / jobs[0] / "metrics.json").exists() and (sweep / jobs[1] / "cv.json").exists()
 
 
 def test_a_stopped_cross_validation_resumes_where_it_stopped(mtl_train, data_root, tmp_path):
-    run = experiment(mtl_train, data_root, tmp_path, "experiment=complexity_cv", "trainer.max_steps=4")
+    steps = "trainer.max_steps=4"
+    run = experiment(mtl_train, data_root, tmp_path, "experiment=complexity_cv", steps)
     whole = json.loads((run / "cv.json").read_text())
     # as if stopped in fold 3 after its last checkpoint: fold 4 never began, no cv.json
     (run / "cv.json").unlink()
