@@ -24,17 +24,25 @@ def resume_arguments(argv: list[str]) -> list[str]:
         return argv
     run = Path(given[-1].split("=", 1)[1].strip("'\"")).expanduser()
     saved = run / ".hydra" / "overrides.yaml"
-    if not run.is_dir() or not saved.is_file():
-        return argv  # a checkpoint file, or an error that train() reports
+    if not run.is_dir() or not saved.is_file():  # a checkpoint file, or an error train() reports
+        return [*(a for a in argv if not a.startswith("resume=")), override("resume", run)]
     previous = yaml.safe_load(saved.read_text()) or []
     now = [a for a in argv if not a.startswith("resume=")]
     merged = {_key(o): o for o in previous + now}  # a key given now replaces the saved one
     merged.pop("resume", None)
-    return [*merged.values(), f"resume={run}", f"hydra.run.dir={run}", "hydra.output_subdir=null"]
+    given_run = [override("resume", run), override("hydra.run.dir", run)]
+    return [*merged.values(), *given_run, "hydra.output_subdir=null"]
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
+def override(key: str, value: object) -> str:
+    """`key='value'` for Hydra's override grammar, quoted: a sweep job's directory, such as
+    `3_seed=1`, holds '=' (and may hold ',' or brackets)."""
+    quoted = str(value).replace("'", "\\'")
+    return f"{key}='{quoted}'"
+
+
+def _key(text: str) -> str:
+    return text.split("=", 1)[0].lstrip("+~")
 
 
 def resume_checkpoint(resume: str | None, tasks: list[str]) -> Path | None:

@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
 from mtl.errors import MtlError
+from mtl.resume import override
 from mtl.validation import check_config
 
 
@@ -27,9 +28,8 @@ class OneSweepDir(Callback):
     sweep's directory, as resolved when the sweep starts, as an override of every job."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = str(config.hydra.sweep.dir).replace("\\", "\\\\").replace("'", "\\'")
         with read_write(config.hydra.overrides):
-            config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{sweep_dir}'")
+            config.hydra.overrides.hydra.append(override("hydra.sweep.dir", config.hydra.sweep.dir))
 
 
 class RefuseExistingRun(Callback):

@@ -59,6 +59,19 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path, mtl_train):
         assert torch.allclose(a[key], b[key], rtol=0, atol=0, equal_nan=True), key  # bitwise
 
 
+def test_a_sweep_job_resumes_by_its_directory(tmp_path, mtl_train, sweep):
+    [job] = sweep(tmp_path, "seed=0")  # its directory, 0_seed=0, holds Hydra's reserved '='
+    more = mtl_train(f"resume={job}", "trainer.max_steps=4", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-3000:]
+    history = json.loads((job / "metrics.json").read_text())["history"]
+    assert [e["step"] for e in history] == [0, 2, 4]
+    last = job / "checkpoints" / "last.ckpt"  # a checkpoint file under such a directory too
+    again = mtl_train(f"resume={last}", "trainer.max_steps=6", f"hydra.run.dir={tmp_path}/again",
+                      "encoder=tiny", "trainer.val_check_interval=2", cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "again/metrics.json").read_text())["final"]["step"] == 6
+
+
 @pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 @pytest.mark.skipif(sys.platform != "linux", reason="DDP on CPU is exercised on Linux (gloo)")
 def test_two_process_ddp_same_task_disjoint_shards(tmp_path, mtl_train):
