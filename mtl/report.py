@@ -102,7 +102,8 @@ def _run(folder: Path, metrics: dict, cv: dict | None = None) -> Run:
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     pairs = dict(o.lstrip("+~").split("=", 1) for o in overrides or [] if "=" in o)
-    pairs.pop("hydra.run.dir", None)
+    for key in [k for k in pairs if k.startswith(("hydra.", "paths."))]:
+        del pairs[key]  # where a run was written, not how it was trained
     history = metrics.get("history") or [{}]
     tasks = sorted({k.split("/")[1] for k in history[-1] if k.count("/") == 2})
     return Run(folder, pairs, metrics, cv, tasks)
@@ -191,6 +192,20 @@ def cv_table(runs: list[Run]) -> tuple[list[str], list[list]]:
     return columns, rows
 
 
+def cv_seed_table(runs: list[Run]) -> tuple[list[str], list[list]]:
+    """Per setting of cross-validation runs (differing only in seed): each pooled out-of-fold
+    metric's mean ± sd over the seeds."""
+    cv_runs = [r for r in runs if r.cv]
+    metrics = list(dict.fromkeys(k.split("/")[-1] for r in cv_runs for k in r.cv["pooled"]))
+    columns = ["setting", "seeds", *(f"pooled {m}" for m in metrics)]
+    rows = []
+    for name, members in _groups(cv_runs, swept(cv_runs)).items():
+        pooled = [{k.split("/")[-1]: v for k, v in r.cv["pooled"].items()} for r in members]
+        cells = [_mean_sd([p.get(m, math.nan) for p in pooled]) for m in metrics]
+        rows.append([name, len(members), *cells])
+    return columns, rows
+
+
 def _groups(runs: list[Run], keys: list[str]) -> dict[str, list[Run]]:
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
@@ -232,6 +247,8 @@ def csv_text(columns: list[str], rows: list[list]) -> str:
 
 def plots(runs: list[Run], out: Path) -> list[Path]:
     """The report's PNGs (matplotlib's object API: no display, no global state)."""
+    if not any(run.tasks for run in runs):
+        return []  # no run has validated yet: nothing to draw
     written = [_curves(runs, out / "validation_curves.png")]
     written.append(_bars(runs, out / "final_scores.png"))
     fraction_keys = [k for k in swept(runs) if k.endswith(".train_fraction")]
@@ -323,13 +340,17 @@ def _learning_curve(runs: list[Run], key: str, path: Path) -> Path:
 def report(roots: list[Path], out: Path) -> str:
     runs = find_runs(roots)
     sections = [("Runs", run_table(runs))]
-    if "seed" in swept(runs):
-        sections.append(("Over seeds", seed_table(runs)))
+    single = [run for run in runs if not run.cv]  # a CV's own spread is in its tables below
+    if single and "seed" in swept(single):
+        sections.append(("Over seeds", seed_table(single)))
     gains = gain_table(runs)
     if gains[1]:
         sections.append(("Multi-task gain", gains))
-    if any(run.cv for run in runs):
+    cv_runs = [run for run in runs if run.cv]
+    if cv_runs:
         sections.append(("Cross-validation", cv_table(runs)))
+    if "seed" in swept(cv_runs):
+        sections.append(("Cross-validation over seeds", cv_seed_table(runs)))
     text = "\n\n".join(f"## {title}\n\n{markdown(*table)}" for title, table in sections)
     atomic_write_text(out / "runs.csv", csv_text(*run_table(runs)))
     atomic_write_text(out / "report.md", f"# Report: {len(runs)} runs\n\n{text}\n")

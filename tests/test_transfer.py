@@ -4,6 +4,7 @@ reports of sweeps, TensorBoard's HParams and the gradient heatmap."""
 import csv
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -98,6 +99,27 @@ def test_report_table_matches_the_runs(sweep, run_module, tmp_path):
         with Image.open(tmp_path / "sweep/report" / png) as image:
             gray = image.convert("L")
             assert gray.size[0] > 400 and len(set(gray.getdata())) > 20  # drawn, not blank
+
+
+def test_report_pools_cross_validations_over_seeds(run_module, tmp_path):
+    pooled = {("complexity_cv", 0): 0.78, ("complexity_cv", 1): 0.76, ("complexity_aux", 0): 0.70,
+              ("complexity_aux", 1): 0.74}  # fmt: skip
+    for (experiment, seed), rmse in pooled.items():  # two settings x two seeds, as mtl writes them
+        run = tmp_path / "runs" / f"{experiment}_{seed}"
+        (run / ".hydra").mkdir(parents=True)
+        overrides = [f"experiment={experiment}", f"seed={seed}", f"paths.log_dir=/x{seed}"]
+        (run / ".hydra/overrides.yaml").write_text("\n".join(f"- {o}" for o in overrides))
+        metrics = {"test/c/rmse": rmse, "test/c/rmse_mapped": rmse - 0.01}
+        cv = {"task": "c", "mean": metrics, "std": dict.fromkeys(metrics, 0.0), "pooled": metrics,
+              "pooled_score": -rmse}  # fmt: skip
+        (run / "cv.json").write_text(json.dumps(cv))
+    result = run_module("mtl.report", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout.split("## Cross-validation over seeds")[1]
+    assert "| setting | seeds | pooled rmse | pooled rmse_mapped |" in table
+    sd = statistics.stdev  # paths.log_dir says where a run went, so it does not split settings
+    assert f"| experiment=complexity_aux | 2 | 0.7200 ± {sd([0.70, 0.74]):.4f} | 0.7100 ±" in table
+    assert f"| experiment=complexity_cv | 2 | 0.7700 ± {sd([0.78, 0.76]):.4f} | 0.7600 ±" in table
 
 
 def test_tensorboard_hparams_hold_results(tmp_path, mtl_train):
