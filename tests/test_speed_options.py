@@ -96,6 +96,7 @@ def test_debug_fast_trains_one_batch_per_task_and_validates_one(tmp_path, mtl_tr
         assert f"Validation DataLoader {loader}: 100%|██████████| 1/1" in result.stdout
 
 
+@pytest.mark.slow  # a minute: in CI's slow run, keeping the default run well under 15 minutes
 def test_debug_overfit_memorizes_its_rows(tmp_path, mtl_train):
     run = tmp_path / "run"
     # a tiny random encoder needs a larger rate than the pretrained default's
