@@ -67,6 +67,10 @@ class Run:
         return (self.metrics.get(part) or {}).get("val/score", math.nan)
 
     def task_score(self, task: str, part: str = "best") -> float:
+        """A task's val score at the start, best step or end; a cross-validation's result
+        ("final") for its folded task is the score of its pooled out-of-fold predictions."""
+        if part == "final" and self.cv and self.cv["task"] == task:
+            return self.cv["pooled"].get(f"test/{task}/score", math.nan)
         entry = self.metrics.get(part) or {}
         return entry.get(f"val/{task}/score", math.nan)
 
@@ -273,6 +277,7 @@ def _curves(runs: list[Run], path: Path) -> Path:
             history = [e for e in run.metrics.get("history", []) if f"val/{task}/score" in e]
             if history:
                 label = setting(run, keys) + (f" seed={run.seed}" if "seed" in keys else "")
+                label += " (fold 0)" if run.cv else ""  # a CV's curves: its first fold's
                 ax.plot([e["step"] for e in history], [e[f"val/{task}/score"] for e in history],
                         marker="o", markersize=3, label=label)  # fmt: skip
         ax.set_title(f"{task}: validation score during training")
@@ -299,7 +304,7 @@ def _bars(runs: list[Run], path: Path) -> Path:
         positions = [g + (i - (len(tasks) - 1) / 2) * width for g in range(len(groups))]
         ax.bar(positions, means, width, yerr=sds, capsize=4, label=task)
     ax.set_xticks(range(len(groups)), list(groups), rotation=15, ha="right", fontsize=8)
-    ax.set_ylabel("final task score (mean ± sd over seeds)")
+    ax.set_ylabel("final task score (CV: pooled)\nmean ± sd over seeds")
     ax.set_title("Final validation score per task and setting")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtl.diagnostics import cosine_figure
+from mtl.report import find_runs
 from mtl.tasks import mapped_rmse
 
 TINY = ["encoder=tiny", "trainer.max_steps=6", "trainer.val_check_interval=3"]
@@ -109,7 +110,7 @@ def test_report_pools_cross_validations_over_seeds(run_module, tmp_path):
         (run / ".hydra").mkdir(parents=True)
         overrides = [f"experiment={experiment}", f"seed={seed}", f"paths.log_dir=/x{seed}"]
         (run / ".hydra/overrides.yaml").write_text("\n".join(f"- {o}" for o in overrides))
-        metrics = {"test/c/rmse": rmse, "test/c/rmse_mapped": rmse - 0.01}
+        metrics = {"test/c/rmse": rmse, "test/c/rmse_mapped": rmse - 0.01, "test/c/score": -rmse}
         cv = {"task": "c", "mean": metrics, "std": dict.fromkeys(metrics, 0.0), "pooled": metrics,
               "pooled_score": -rmse}  # fmt: skip
         (run / "cv.json").write_text(json.dumps(cv))
@@ -120,6 +121,8 @@ def test_report_pools_cross_validations_over_seeds(run_module, tmp_path):
     sd = statistics.stdev  # paths.log_dir says where a run went, so it does not split settings
     assert f"| experiment=complexity_aux | 2 | 0.7200 ± {sd([0.70, 0.74]):.4f} | 0.7100 ±" in table
     assert f"| experiment=complexity_cv | 2 | 0.7700 ± {sd([0.78, 0.76]):.4f} | 0.7600 ±" in table
+    for run in find_runs([tmp_path / "runs"]):  # a CV's result (bars, gains): its pooled score
+        assert run.task_score("c", "final") == -pooled[(run.overrides["experiment"], int(run.seed))]
 
 
 def test_tensorboard_hparams_hold_results(tmp_path, mtl_train):
