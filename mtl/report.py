@@ -170,7 +170,7 @@ def gain_table(runs: list[Run]) -> tuple[list[str], list[list]]:
         if len(run.tasks) == 1:
             task = run.tasks[0]
             alone[(task, run.seed, setting(run, keys))] = run.task_score(task, "final")
-    gains: dict[tuple[str, str], list[float]] = defaultdict(list)
+    gains: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for run in runs:
         if len(run.tasks) < 2:
             continue
@@ -178,9 +178,10 @@ def gain_table(runs: list[Run]) -> tuple[list[str], list[list]]:
             key = (task, run.seed, setting(run, keys))
             if key in alone:
                 gain = run.task_score(task, "final") - alone[key]
-                gains[(task, ", ".join(run.tasks))].append(gain)
-    columns = ["task", "trained with", "seeds", "gain (final score, with - alone)"]
-    return columns, [[t, w, len(v), _mean_sd(v)] for (t, w), v in sorted(gains.items())]
+                gains[(task, ", ".join(run.tasks), setting(run, keys))].append(gain)
+    columns = ["task", "trained with", "setting", "seeds", "gain (final score, with - alone)"]
+    rows = [[t, w, s, len(v), _mean_sd(v)] for (t, w, s), v in sorted(gains.items())]
+    return columns, rows
 
 
 def cv_table(runs: list[Run]) -> tuple[list[str], list[list]]:

@@ -72,7 +72,7 @@ def test_transfer_gain(mtl_train, data_root, tmp_path):
     report = assert_report(sweep)
     assert "## Multi-task gain" in report
     gain_rows = [line for line in report.splitlines() if line.startswith("| complexity_de |")]
-    assert gain_rows and "complexity_de, sst2 | 2 |" in gain_rows[0]
+    assert gain_rows and "complexity_de, sst2 | (all runs) | 2 |" in gain_rows[0]
 
 
 def test_pretraining_gain(mtl_train, data_root, tmp_path):
@@ -93,7 +93,10 @@ def test_data_efficiency_draws_learning_curves(mtl_train, data_root, tmp_path):
     assert len(results) == 4  # 2 fractions x 2 task sets
     rows = sorted({r["data"]["complexity_de"]["train"]["rows"] for r in results})
     assert len(rows) == 2 and rows[0] < rows[1]
-    assert_report(sweep, "learning_curve.png")
+    report = assert_report(sweep, "learning_curve.png")
+    gains = [line for line in report.splitlines() if line.startswith("| complexity_de | comp")]
+    assert len(gains) == 2  # the gain at each fraction, not one mean over both
+    assert "train_fraction=0.5 |" in gains[0] and "train_fraction=1.0 |" in gains[1]
 
 
 def test_transfer_modes(mtl_train, data_root, tmp_path):
