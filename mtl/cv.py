@@ -68,9 +68,9 @@ def cross_validate(cfg: DictConfig, train) -> dict:
         )
     out = Path(cfg.paths.output_dir)
     folds, pooled = [], []
+    resumed = bool(cfg.get("resume"))
     for k in range(cv.folds):
         fold_dir = out / f"fold{k}"
-        resumed = bool(cfg.get("resume"))
         summary = (resumed and _finished(fold_dir)) or train(
             _fold_config(cfg, cv, name, k, fold_dir, resumed)
         )

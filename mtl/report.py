@@ -184,11 +184,11 @@ def gain_table(runs: list[Run]) -> tuple[list[str], list[list]]:
     return columns, rows
 
 
-def cv_table(runs: list[Run]) -> tuple[list[str], list[list]]:
+def cv_table(cv_runs: list[Run]) -> tuple[list[str], list[list]]:
     """Per cross-validation run: each metric's fold mean ± sd and pooled value."""
     columns = ["run", "metric", "fold mean ± sd", "pooled"]
     rows = []
-    for run in (r for r in runs if r.cv):
+    for run in cv_runs:
         prefix = f"test/{run.cv['task']}/"
         for key, mean in run.cv["mean"].items():
             spread = f"{mean:.4f} ± {run.cv['std'][key]:.4f}"
@@ -197,10 +197,9 @@ def cv_table(runs: list[Run]) -> tuple[list[str], list[list]]:
     return columns, rows
 
 
-def cv_seed_table(runs: list[Run]) -> tuple[list[str], list[list]]:
+def cv_seed_table(cv_runs: list[Run]) -> tuple[list[str], list[list]]:
     """Per setting of cross-validation runs (differing only in seed): each pooled out-of-fold
     metric's mean ± sd over the seeds."""
-    cv_runs = [r for r in runs if r.cv]
     metrics = list(dict.fromkeys(k.split("/")[-1] for r in cv_runs for k in r.cv["pooled"]))
     columns = ["setting", "seeds", *(f"pooled {m}" for m in metrics)]
     rows = []
@@ -354,9 +353,9 @@ def report(roots: list[Path], out: Path) -> str:
         sections.append(("Multi-task gain", gains))
     cv_runs = [run for run in runs if run.cv]
     if cv_runs:
-        sections.append(("Cross-validation", cv_table(runs)))
+        sections.append(("Cross-validation", cv_table(cv_runs)))
     if "seed" in swept(cv_runs):
-        sections.append(("Cross-validation over seeds", cv_seed_table(runs)))
+        sections.append(("Cross-validation over seeds", cv_seed_table(cv_runs)))
     text = "\n\n".join(f"## {title}\n\n{markdown(*table)}" for title, table in sections)
     atomic_write_text(out / "runs.csv", csv_text(*run_table(runs)))
     atomic_write_text(out / "report.md", f"# Report: {len(runs)} runs\n\n{text}\n")

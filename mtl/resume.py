@@ -24,10 +24,10 @@ def resume_arguments(argv: list[str]) -> list[str]:
         return argv
     run = Path(given[-1].split("=", 1)[1].strip("'\"")).expanduser()
     saved = run / ".hydra" / "overrides.yaml"
-    if not run.is_dir() or not saved.is_file():  # a checkpoint file, or an error train() reports
-        return [*(a for a in argv if not a.startswith("resume=")), override("resume", run)]
-    previous = yaml.safe_load(saved.read_text()) or []
     now = [a for a in argv if not a.startswith("resume=")]
+    if not run.is_dir() or not saved.is_file():  # a checkpoint file, or an error train() reports
+        return [*now, override("resume", run)]
+    previous = yaml.safe_load(saved.read_text()) or []
     merged = {_key(o): o for o in previous + now}  # a key given now replaces the saved one
     merged.pop("resume", None)
     given_run = [override("resume", run), override("hydra.run.dir", run)]
