@@ -18,9 +18,9 @@ class MetricsFile(pl.Callback):
 
     {"status": ..., "start": {...}, "final": {...}, "best": {...}, "best_step": s,
     "history": [...]}, where each entry maps val/<task>/<metric> and val/score to values;
-    "best" is the entry with the highest val/score among the validations during training
-    (the ones a checkpoint was written at). "status" is running, finished, stopped (by a
-    signal; resumable) or failed, so no crashed run looks finished.
+    "best" is the entry with the highest val/score among the validations of trained states
+    (all but the step-0 baseline: the states checkpoints hold). "status" is running,
+    finished, stopped (by a signal; resumable) or failed, so no crashed run looks finished.
     """
 
     def __init__(self, path: str | Path, monitor: str = "val/score") -> None:
@@ -34,8 +34,8 @@ class MetricsFile(pl.Callback):
         if trainer.sanity_checking:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        # ModelCheckpoint acts only inside fit: only those validations may be "best"
-        entry = {"step": trainer.global_step, "in_fit": trainer.state.fn == "fit", **metrics}
+        # the step-0 baseline is no checkpoint's state: it may not be "best"
+        entry = {"step": trainer.global_step, "trained": trainer.global_step > 0, **metrics}
         if self.history and self.history[-1]["step"] == entry["step"]:
             self.history[-1] = entry
         else:
@@ -44,7 +44,7 @@ class MetricsFile(pl.Callback):
             self.write()
 
     def summary(self) -> dict:
-        candidates = [e for e in self.history if e["in_fit"]] or self.history
+        candidates = [e for e in self.history if e["trained"]] or self.history
         best = max(candidates, key=self._score, default=None)
         return {
             "status": self.status,

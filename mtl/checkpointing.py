@@ -98,14 +98,17 @@ class RunCheckpoints(Checkpoint):
                 f"{self.monitor} is {score} at step {trainer.global_step} (not finite: "
                 f"{', '.join(bad)}); the run stopped, and this state was not saved"
             )
-        if trainer.state.fn != "fit":
-            return  # the step-0 baseline and the final validation are not training states
+        training = trainer.state.fn == "fit"
+        if not training and self._saved_step != trainer.global_step:
+            return  # the step-0 baseline: no training state to keep
         improved = self.best_score is None or (
             score > self.best_score if self.mode == "max" else score < self.best_score
         )
         if improved:
             self.best_score, self.best_step = score, trainer.global_step
-        self._save_last(trainer)
+        if training:
+            self._save_last(trainer)
+        # else the validation after training's last step, which last.ckpt already holds
         if improved and trainer.is_global_zero:
             link(self.last_model_path, self.dirpath / BEST)
 

@@ -35,7 +35,7 @@ def test_run_writes_metrics_file_and_prints_table(tiny_run):
         assert f"val/demo_complexity/{key}" in metrics["final"]
     for key in ("accuracy", "f1"):
         assert f"val/demo_sentiment/{key}" in metrics["final"]
-    assert [e["in_fit"] for e in metrics["history"]] == [False, True, True]
+    assert [e["trained"] for e in metrics["history"]] == [False, True, True]
     best = max(metrics["history"][1:], key=lambda e: e["val/score"])  # ModelCheckpoint's choices
     assert metrics["best"] == best and metrics["best_step"] == best["step"]
     assert "best checkpoint:" in result.stdout and f"tensorboard --logdir {run}" in result.stdout
@@ -72,6 +72,22 @@ def test_best_checkpoint_loads_as_data(tiny_run):
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert any(k.startswith("heads.demo_sentiment.") for k in ckpt["state_dict"])
     assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+def test_a_run_ending_between_validations_keeps_its_final_state_as_best(tmp_path, mtl_train):
+    """The validation after the last step (3, not a multiple of 10) is the only one in
+    training: its state is the best checkpoint, which test scoring and predict read."""
+    run = tmp_path / "run"
+    short = ["encoder=tiny", "trainer.max_steps=3", "trainer.val_check_interval=10"]
+    result = mtl_train(*short, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_step"] == 3 and metrics["best_checkpoint"] == str(
+        run / "checkpoints/best.ckpt"
+    )
+    best = torch.load(run / "checkpoints/best.ckpt", weights_only=True)
+    assert best["global_step"] == 3
+    assert (run / "checkpoints/best.ckpt").samefile(run / "checkpoints/last.ckpt")
 
 
 def test_existing_run_directory_is_not_overwritten(tiny_run, mtl_train):
