@@ -9,7 +9,7 @@ Hugging Face layout (separate query/key/value) is restored on save.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import NamedTuple
@@ -259,6 +259,14 @@ class Bert(nn.Module):
         for params in frozen:
             for p in params:
                 p.requires_grad_(False)
+
+    def truncate(self, layers: int) -> None:
+        """Keep the bottom `layers` transformer layers: the top ones are dropped, so the
+        sentence vector pools layer `layers`'s output. Lower layers of a pretrained encoder
+        carry more lexical and surface detail, upper ones more of the pretraining objective
+        (Tenney et al. 2019, "BERT Rediscovers the Classical NLP Pipeline")."""
+        self.layers = self.layers[:layers]
+        self.cfg = replace(self.cfg, num_layers=layers)
 
     # ---- Hugging Face layout -------------------------------------------------------------
 

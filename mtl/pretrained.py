@@ -71,6 +71,7 @@ class EncoderConfig:
     dropout: float | None = None  # None: the checkpoint's own
     freeze_embeddings: bool = False
     freeze_layers: int = 0  # bottom layers frozen; -k: all but the top k layers
+    keep_layers: int | None = None  # only the bottom N transformer layers (None: all)
     compile: str | None = None  # torch.compile mode for training: default, reduce-overhead, ...
     # Architecture when pretrained is null (training from scratch); vocab from the tokenizer.
     hidden_size: int = 384
@@ -124,5 +125,12 @@ def _build_encoder(
                 **options,
             )
         )
+    if cfg.keep_layers is not None:
+        if not 1 <= cfg.keep_layers <= model.cfg.num_layers:
+            raise ConfigError(
+                f"encoder.keep_layers: must be between 1 and the encoder's {model.cfg.num_layers} "
+                f"layers, got {cfg.keep_layers}"
+            )
+        model.truncate(cfg.keep_layers)
     model.freeze(embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
     return model, tokenizer

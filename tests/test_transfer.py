@@ -53,6 +53,33 @@ def test_partial_freezing_keeps_embeddings_and_bottom_layers(mtl_train, tmp_path
     assert not any(k.startswith(("encoder.layers.0.", "encoder.embeddings.")) for k in changed)
 
 
+def test_keep_layers_drops_the_top_layers_for_training_and_prediction(
+    mtl_train, run_module, tmp_path
+):
+    run, changed = train(mtl_train, tmp_path, "encoder.keep_layers=1", "task=[demo_complexity]")
+    state = torch.load(run / "checkpoints/best.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("encoder.layers.0.") for k in state)
+    assert not any(k.startswith("encoder.layers.1.") for k in state)  # the tiny encoder has 2
+    assert any(k.startswith("encoder.layers.0.") for k in changed)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Ein kurzer Satz.\nNoch einer, etwas länger als der erste Satz.\n")
+    out = tmp_path / "predictions.csv"
+    predicted = run_module(
+        "mtl.predict", str(run), "--input", str(texts), "--output", str(out), cwd=tmp_path
+    )
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert len(out.read_text().splitlines()) == 3  # header + one row per text
+    too_many = mtl_train(*TINY, "encoder.keep_layers=3", f"hydra.run.dir={tmp_path}/bad",
+                         cwd=tmp_path)  # fmt: skip
+    assert too_many.returncode == 1
+    assert "encoder.keep_layers: must be between 1 and the encoder's 2 layers, got 3" in (
+        too_many.stderr
+    )
+    assert (
+        not list((tmp_path / "bad").glob("*.json")) and not (tmp_path / "bad/checkpoints").exists()
+    )
+
+
 def test_layer_decay_scales_each_layers_learning_rate(mtl_train, tmp_path, scalars):
     run, _ = train(mtl_train, tmp_path, "transfer=layer_decay", "optimizer.layer_decay=0.5")
     tags = scalars(run)
