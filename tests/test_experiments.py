@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,63 @@ def test_a_stopped_cross_validation_resumes_where_it_stopped(mtl_train, data_roo
     resumed = json.loads((run / "cv.json").read_text())
     for key, value in whole["pooled"].items():  # the same folds, the same out-of-fold scores
         assert resumed["pooled"][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_complexity_best_scored_on_held_out_articles(data_root, tmp_path):
+    """benchmarks/complexity_heldout.py trains experiment=complexity_best on a copy of the
+    data root without 3 articles and scores the model on their sentences."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "complexity_heldout.py"
+    out = tmp_path / "heldout"
+    tiny = ["experiment=complexity_best", "encoder=tiny", "encoder.keep_layers=1",
+            "trainer.max_steps=4", "trainer.val_check_interval=2"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(script), "--data-root", str(data_root), "--articles", "3",
+         "--out", str(out), "--", *tiny],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    held = {
+        a.strip() for a in result.stdout.split("held out: 3 articles (")[1].split(")")[0].split(",")
+    }
+    with (data_root / "TextComplexityDE19/ratings.csv").open(encoding="cp1252", newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if r["Article_ID"] not in held]
+    with (out / "data/TextComplexityDE19/ratings.csv").open(encoding="cp1252", newline="") as f:
+        copied = list(csv.DictReader(f))
+    assert len(held) == 3 and [r["ID"] for r in copied] == [r["ID"] for r in kept]
+    assert (out / "data/sst2").is_symlink()  # the other data sets are linked, not copied
+    config = (out / "run/.hydra/config.yaml").read_text()
+    assert "mode: feature_extraction" in config and "keep_layers: 1" in config
+    test = [r for r in rows if r["Article_ID"] in held]
+    predicted = Predictor.load(out / "run").predict([r["Sentence"] for r in test])
+    errors = [
+        (p["complexity_de"] - float(r["MOS_Complexity"])) ** 2
+        for p, r in zip(predicted, test, strict=True)
+    ]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("mtl "))
+    assert float(line.split()[1]) == pytest.approx(math.sqrt(sum(errors) / len(errors)), abs=1e-3)
+    assert "log(length), least squares" in result.stdout and "training took" in result.stdout
+
+
+def test_german_mlm_reads_the_german_texts_and_starts_complexity_best(
+    shared_data, mtl_train, tmp_path
+):
+    """The masked LM on the German sentences and tweets (no labels read), then its encoder
+    starts complexity_best: issue 13's in-domain pretraining lever, as the README runs it."""
+    env = {"MTL_DATA_ROOT": str(shared_data)}
+    short = ["encoder=tiny", "trainer.max_steps=2", "trainer.val_check_interval=2"]
+    mlm = tmp_path / "mlm"
+    result = mtl_train("experiment=german_mlm", *short, f"hydra.run.dir={mlm}", cwd=tmp_path,
+                       env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((mlm / "metrics.json").read_text())
+    rows = {task: d["train"]["rows"] for task, d in metrics["data"].items()}
+    assert rows == {"complexity_text": 876, "germeval_text": 189, "tweets": 1839}
+    assert {"val/tweets/accuracy", "val/complexity_text/loss"} <= set(metrics["final"])
+    best = tmp_path / "best"
+    result = mtl_train("experiment=complexity_best", *short, "encoder.keep_layers=null",
+                       f"encoder.init_from={mlm}", f"hydra.run.dir={best}", cwd=tmp_path,
+                       env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    source = json.loads((best / "metrics.json").read_text())["encoder"]
+    assert source["init_from"] == str(mlm) and source["checkpoint"].startswith(str(mlm))
