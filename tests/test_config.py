@@ -25,7 +25,7 @@ def test_every_experiment_composes_and_its_tasks_validate(experiment):
     cfg = compose_train(f"experiment={experiment}")
     OmegaConf.resolve(cfg)
     specs = parse_task_specs(cfg.task)
-    assert specs and all(s.type in ("regression", "classification") for s in specs.values())
+    assert specs and all(s.type in ("regression", "classification", "mlm") for s in specs.values())
 
 
 @pytest.mark.parametrize("task", TASKS)
