@@ -214,6 +214,7 @@ def test_complexity_best_scored_on_held_out_articles(data_root, tmp_path):
     assert "log(length), least squares" in result.stdout and "training took" in result.stdout
 
 
+@pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 def test_german_mlm_reads_the_german_texts_and_starts_complexity_best(
     shared_data, mtl_train, tmp_path
 ):

@@ -258,6 +258,7 @@ def test_sigterm_saves_exits_nonzero_and_resumes(tmp_path, mtl_train):
     assert metrics["status"] == "finished" and metrics["final"]["step"] == 12
 
 
+@pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 def test_sigkill_at_a_random_step_then_resume_is_bit_for_bit(tmp_path, mtl_train):
     step = random.randint(6, 8)  # after the validation at step 4, before the one at step 8
     every = ["callbacks.checkpoints.every_n_steps=1"]

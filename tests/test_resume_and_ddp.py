@@ -59,6 +59,7 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path, mtl_train):
         assert torch.allclose(a[key], b[key], rtol=0, atol=0, equal_nan=True), key  # bitwise
 
 
+@pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 def test_a_sweep_job_resumes_by_its_directory(tmp_path, mtl_train, sweep):
     [job] = sweep(tmp_path, "seed=0")  # its directory, 0_seed=0, holds Hydra's reserved '='
     more = mtl_train(f"resume={job}", "trainer.max_steps=4", cwd=tmp_path)

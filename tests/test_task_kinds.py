@@ -139,6 +139,7 @@ def test_multilabel_f1_matches_a_hand_count():
     assert values["f1_micro"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))  # tp 3, fp 2, fn 1
 
 
+@pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 def test_multilabel_run_and_predictions_through_the_cli(tmp_path, mtl_train, run_module):
     result = mtl_train("task=[demo_multilabel]", *TINY, f"hydra.run.dir={tmp_path}/run",
                        cwd=tmp_path)  # fmt: skip
@@ -224,6 +225,7 @@ def test_a_conll_line_without_a_tag_names_the_line(tokenizer, tmp_path):
         load_task("ner", spec, tokenizer, DataConfig(), seed=0)
 
 
+@pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 def test_tagging_run_through_the_cli_and_its_limits(tmp_path, mtl_train, run_module):
     result = mtl_train("task=[demo_tagging]", *TINY, f"hydra.run.dir={tmp_path}/run",
                        cwd=tmp_path)  # fmt: skip

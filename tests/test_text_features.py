@@ -62,6 +62,7 @@ def _task(folder: Path, features: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # in CI's slow run: keeps the default run well under 15 minutes
 def test_a_head_with_text_statistics_learns_what_the_frozen_encoder_cannot(
     tmp_path, length_task, mtl_train, run_module
 ):
