@@ -27,26 +27,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtl.cli import quiet_known_warnings
+from mtl import cli
+from mtl.data.decoding import read_text
 from mtl.predict import Predictor
 from mtl.tasks import mapped_rmse
 
-COMPLEXITY = ("TextComplexityDE19", "germeval2022_text_complexity")  # hold sentences
+COMPLEXITY = {"TextComplexityDE19": "cp1252", "germeval2022_text_complexity": "utf-8"}
 ARTICLE_COLUMNS = ("Article_ID", "Article ID")
-ENCODINGS = ("utf-8-sig", "cp1252")
 
 
-def read_csv(path: Path) -> tuple[list[list[str]], str, str]:
-    """Rows, the encoding that read the file, and its line ending."""
-    raw = path.read_bytes()
-    for encoding in ENCODINGS:
-        try:
-            text = raw.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    return rows, encoding, "\r\n" if b"\r\n" in raw else "\n"
+def read_csv(path: Path, encoding: str) -> tuple[list[list[str]], str]:
+    """Rows, and the file's line ending (kept in the copy)."""
+    text = read_text(path, encoding)  # a decoding error names the file and line
+    return list(csv.reader(io.StringIO(text, newline=""))), "\r\n" if "\r\n" in text else "\n"
 
 
 def write_csv(path: Path, rows: list[list[str]], encoding: str, newline: str) -> None:
@@ -55,16 +48,18 @@ def write_csv(path: Path, rows: list[list[str]], encoding: str, newline: str) ->
     path.write_bytes(buffer.getvalue().encode(encoding))
 
 
-def held_out_articles(root: Path, count: int, seed: int) -> tuple[set[str], list[str], list[float]]:
-    """`count` articles drawn with numpy's default_rng(seed), their sentences and labels."""
-    rows, _, _ = read_csv(root / "TextComplexityDE19" / "ratings.csv")
-    header, body = rows[0], rows[1:]
-    art, text, label = (header.index(c) for c in ("Article_ID", "Sentence", "MOS_Complexity"))
-    articles = list(dict.fromkeys(r[art] for r in body))
-    chosen = np.random.default_rng(seed).permutation(len(articles))[:count]
-    held = {articles[i] for i in chosen}
-    rows = [r for r in body if r[art] in held]
-    return held, [r[text] for r in rows], [float(r[label]) for r in rows]
+def ratings(root: Path) -> list[dict[str, str]]:
+    """TextComplexityDE's rated sentences, one dict per row."""
+    rows, _ = read_csv(
+        root / "TextComplexityDE19" / "ratings.csv", COMPLEXITY["TextComplexityDE19"]
+    )
+    return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+
+
+def held_out_articles(rows: list[dict], count: int, seed: int) -> set[str]:
+    """`count` article ids, drawn with numpy's default_rng(seed)."""
+    articles = list(dict.fromkeys(r["Article_ID"] for r in rows))
+    return {articles[i] for i in np.random.default_rng(seed).permutation(len(articles))[:count]}
 
 
 def copy_without(root: Path, target: Path, articles: set[str], sentences: set[str]) -> None:
@@ -79,26 +74,20 @@ def copy_without(root: Path, target: Path, articles: set[str], sentences: set[st
             if path.suffix != ".csv":
                 (target / entry.name / path.name).symlink_to(path.resolve())
                 continue
-            rows, encoding, newline = read_csv(path)
-            header = rows[0]
+            encoding = COMPLEXITY[entry.name]
+            (header, *body), newline = read_csv(path, encoding)
             column = next((header.index(c) for c in ARTICLE_COLUMNS if c in header), None)
             if column is not None:
-                kept = [r for r in rows[1:] if r[column] not in articles]
+                body = [r for r in body if r[column] not in articles]
             elif "Sentence" in header:
-                kept = [r for r in rows[1:] if r[header.index("Sentence")] not in sentences]
-            else:
-                kept = rows[1:]
-            write_csv(target / entry.name / path.name, [header, *kept], encoding, newline)
+                body = [r for r in body if r[header.index("Sentence")] not in sentences]
+            write_csv(target / entry.name / path.name, [header, *body], encoding, newline)
 
 
-def length_model(root: Path, articles: set[str], texts: list[str]) -> np.ndarray:
+def length_model(train: list[dict], texts: list[str]) -> np.ndarray:
     """Least squares on log(characters), fitted on the training articles' sentences."""
-    rows, _, _ = read_csv(root / "TextComplexityDE19" / "ratings.csv")
-    header, body = rows[0], rows[1:]
-    art, text, label = (header.index(c) for c in ("Article_ID", "Sentence", "MOS_Complexity"))
-    train = [r for r in body if r[art] not in articles]
-    x = np.log([len(r[text]) for r in train])
-    coef = np.polyfit(x, [float(r[label]) for r in train], 1)
+    x = np.log([len(r["Sentence"]) for r in train])
+    coef = np.polyfit(x, [float(r["MOS_Complexity"]) for r in train], 1)
     return np.polyval(coef, np.log([len(t) for t in texts]))
 
 
@@ -110,7 +99,7 @@ def scores(predicted, labels) -> tuple[float, float, float]:
     return rmse, float(mapped_rmse(p, y)), pearson
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default=os.environ.get("MTL_DATA_ROOT", "../shared/data"))
     parser.add_argument("--articles", type=int, default=5, help="articles held out (of 25)")
@@ -118,13 +107,15 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="default: outputs/heldout/<time>")
     parser.add_argument("--task", default="complexity_de", help="the complexity task's name")
     parser.add_argument("overrides", nargs="*", help="for mtl.train (after --)")
-    args = parser.parse_args()
-    quiet_known_warnings()
+    args = parser.parse_args(argv)
     root = Path(args.data_root).resolve()
     out = Path(args.out or f"outputs/heldout/{datetime.now():%Y-%m-%d_%H-%M-%S}").resolve()
     if out.exists():
         sys.exit(f"error: {out} exists; choose another --out")
-    articles, texts, labels = held_out_articles(root, args.articles, args.seed)
+    rows = ratings(root)
+    articles = held_out_articles(rows, args.articles, args.seed)
+    test = [r for r in rows if r["Article_ID"] in articles]
+    texts, labels = [r["Sentence"] for r in test], [float(r["MOS_Complexity"]) for r in test]
     print(f"held out: {len(articles)} articles ({', '.join(sorted(articles, key=int))}), "
           f"{len(texts)} sentences")  # fmt: skip
     copy_without(root, out / "data", articles, set(texts))
@@ -139,9 +130,10 @@ def main() -> None:
         sys.exit(f"{trained.stderr.decode(errors='replace')[-3000:]}\nerror: training failed")
     minutes = (time.monotonic() - started) / 60
 
-    rows = Predictor.load(out / "run").predict(texts, tasks=[args.task])
-    predicted = [row[args.task] for row in rows]
-    reference = length_model(root, articles, texts)
+    predicted = [
+        p[args.task] for p in Predictor.load(out / "run").predict(texts, tasks=[args.task])
+    ]
+    reference = length_model([r for r in rows if r["Article_ID"] not in articles], texts)
     print(f"\n{'model':<34}{'RMSE':>8}{'mapped':>8}{'Pearson':>9}")
     for name, values in [("log(length), least squares", reference), ("mtl", predicted)]:
         rmse, mapped, pearson = scores(values, labels)
@@ -150,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)
