@@ -32,7 +32,7 @@ from mtl.model import MultiTaskModel, OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig, build_encoder
 from mtl.resume import resume_arguments, resume_checkpoint
 from mtl.tasks import TaskSpec, parse_task_specs
-from mtl.transfer import GradualUnfreezing, TransferConfig, cache_features
+from mtl.transfer import EncoderUnfreezing, TransferConfig, cache_features
 from mtl.validation import check_config, typed
 
 log = logging.getLogger("mtl.train")
@@ -138,8 +138,8 @@ def train(cfg: DictConfig) -> dict:
     callbacks = [build(f"callbacks.{k}", c) for k, c in cfg.callbacks.items() if c is not None]
     callbacks += [TaskFeedback(task_sampler), metrics_file, stop]
     transfer = typed(cfg, "transfer", TransferConfig)
-    if transfer.unfreeze_every:
-        callbacks.append(GradualUnfreezing(transfer.unfreeze_every))
+    if transfer.probe_steps or transfer.unfreeze_every:
+        callbacks.append(EncoderUnfreezing(transfer.probe_steps, transfer.unfreeze_every))
     patience = {name: spec.patience for name, spec in specs.items() if spec.patience}
     stopping = None
     if patience:
@@ -151,8 +151,9 @@ def train(cfg: DictConfig) -> dict:
     trainer: pl.Trainer = build(
         "trainer", cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
-    if transfer.unfreeze_every and trainer.world_size > 1:
-        raise ConfigError("transfer.unfreeze_every: gradual unfreezing is single-process")
+    for key in ("probe_steps", "unfreeze_every"):
+        if getattr(transfer, key) and trainer.world_size > 1:
+            raise ConfigError(f"transfer.{key}: a schedule of frozen layers is single-process")
     if transfer.features:  # the frozen encoder's sentence vectors, once
         cache_features(encoder, data, run_info["precision"], trainer.strategy.root_device,
                        data_cfg.eval_batch_size)  # fmt: skip

@@ -3,6 +3,10 @@
 - feature extraction: the encoder is frozen, so every text's sentence vector is computed once
   (eval mode, no dropout) and the heads train on those cached vectors: a step costs a head's
   forward and backward instead of the encoder's.
+- linear probing, then fine-tuning (LP-FT; Kumar et al. 2022, "Fine-Tuning can Distort
+  Pretrained Features and Underperform Out-of-Distribution"): the heads train alone on the
+  frozen encoder for `probe_steps` steps, then the encoder joins, so its first gradients come
+  through fitted heads instead of random ones.
 - gradual unfreezing (ULMFiT; Howard & Ruder 2018, "Universal Language Model Fine-tuning for
   Text Classification"): the heads and the top layer train first, and one more layer (then
   the embeddings) joins every `unfreeze_every` steps.
@@ -32,6 +36,7 @@ class TransferMode(str, Enum):
     finetune = "finetune"
     feature_extraction = "feature_extraction"
     partial = "partial"
+    probe_then_finetune = "probe_then_finetune"
     gradual_unfreezing = "gradual_unfreezing"
     layer_decay = "layer_decay"
     from_scratch = "from_scratch"
@@ -41,6 +46,7 @@ class TransferMode(str, Enum):
 class TransferConfig:
     mode: TransferMode = TransferMode.finetune  # the name reports group runs by
     features: bool = False  # frozen encoder: train the heads on cached sentence vectors
+    probe_steps: int = 0  # the heads train alone on the frozen encoder for the first N steps
     unfreeze_every: int = 0  # gradual unfreezing: steps between unfreezing layers; 0 = off
 
 
@@ -78,23 +84,38 @@ def cache_features(
     encoder.train(was_training).cpu()
 
 
-class GradualUnfreezing(pl.Callback):
-    """At step s, the top 1 + s // every layers are trainable (the embeddings last); the rest
-    of the encoder is frozen. Derived from the step alone, so a resumed run agrees."""
+class EncoderUnfreezing(pl.Callback):
+    """Which encoder groups train at step s: none while s < probe_steps (the heads alone), then
+    the top 1 + (s − probe_steps) // every of them, the embeddings last, or all of them when
+    every = 0. Groups that `encoder.freeze_*` froze stay frozen. Derived from the step alone,
+    so a resumed run agrees."""
 
-    def __init__(self, every: int) -> None:
+    def __init__(self, probe_steps: int, every: int) -> None:
+        self.probe_steps = probe_steps
         self.every = every
         self._unfrozen = -1
+        self._trainable: set[int] = set()  # ids of the parameters the optimizer updates
+
+    def unfrozen(self, step: int, groups: int) -> int:
+        if step < self.probe_steps:
+            return 0
+        if not self.every:
+            return groups
+        return min(groups, 1 + (step - self.probe_steps) // self.every)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         groups = pl_module.encoder.layer_groups()  # [embeddings, layer 0, ..., layer L-1]
-        unfrozen = min(len(groups), 1 + trainer.global_step // self.every)
+        if self._unfrozen < 0:
+            self._trainable = {id(p) for params in groups for p in params if p.requires_grad}
+        unfrozen = self.unfrozen(trainer.global_step, len(groups))
         if unfrozen == self._unfrozen:
             return
         for depth, params in enumerate(reversed(groups)):  # depth 0: the top layer
             for p in params:
-                p.requires_grad_(depth < unfrozen)
-        if self._unfrozen >= 0:
+                p.requires_grad_(depth < unfrozen and id(p) in self._trainable)
+        if unfrozen == 0:
+            log.info("the heads train alone on the frozen encoder until step %d", self.probe_steps)
+        elif self._unfrozen >= 0:
             log.info("step %d: the top %d of %d encoder groups train", trainer.global_step,
                      unfrozen, len(groups))  # fmt: skip
         self._unfrozen = unfrozen

@@ -74,6 +74,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer.max_grad_norm": (lambda v: v is None or v > 0, "> 0 or null"),
     "optimizer.layer_decay": (lambda v: v is None or 0 < v <= 1, "in (0, 1] or null"),
     "optimizer.accumulate": (lambda v: v >= 1, ">= 1"),
+    "transfer.probe_steps": (lambda v: v >= 0, ">= 0"),
     "transfer.unfreeze_every": (lambda v: v >= 0, ">= 0"),
     "cv.folds": (lambda v: v == 0 or v >= 2, "0 (no cross-validation) or >= 2"),
     "cv.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
@@ -104,6 +105,14 @@ def check_config(cfg: DictConfig) -> None:
 
 def check_together(cfg: DictConfig) -> None:
     """Settings that are valid alone but not together."""
+    if _select(cfg, "transfer.features") is True:
+        for key in ("transfer.probe_steps", "transfer.unfreeze_every"):
+            if _select(cfg, key):
+                raise ConfigError(
+                    f"{key}: feature extraction trains the heads on cached sentence vectors, "
+                    "so the encoder never joins; for heads first, then the encoder, use "
+                    "transfer=probe_then_finetune (or transfer.features=false)"
+                )
     multiple, length = _select(cfg, "data.pad_to_multiple"), _select(cfg, "encoder.max_length")
     if isinstance(multiple, int) and isinstance(length, int) and multiple > 1 and length % multiple:
         raise ConfigError(

@@ -47,6 +47,26 @@ def test_gradual_unfreezing_trains_the_top_layer_first(mtl_train, tmp_path):
     assert encoder == {"layers.1"}  # the tiny encoder's top layer alone, in 6 < 100 steps
 
 
+def test_probe_then_finetune_trains_the_heads_alone_first(mtl_train, tmp_path):
+    probed, finetuned = tmp_path / "probe", tmp_path / "lpft"
+    probed.mkdir(), finetuned.mkdir()
+    _, changed = train(mtl_train, probed, "transfer=probe_then_finetune",
+                       "transfer.probe_steps=6")  # fmt: skip
+    assert changed and all(k.startswith("heads.") for k in changed)  # 6 steps of the heads alone
+    run, changed = train(mtl_train, finetuned, "transfer=probe_then_finetune",
+                         "transfer.probe_steps=3")  # fmt: skip
+    groups = {k.split(".")[1] if "layers" not in k else ".".join(k.split(".")[1:3])
+              for k in changed if k.startswith("encoder.")}  # fmt: skip
+    assert groups == {"embeddings", "layers.0", "layers.1"}  # all of it after step 3
+    log = (run / "train.log").read_text()
+    assert "the heads train alone on the frozen encoder until step 3" in log
+    assert "step 3: the top 3 of 3 encoder groups train" in log
+    cached = mtl_train(*TINY, "transfer=feature_extraction", "transfer.probe_steps=3",
+                       f"hydra.run.dir={tmp_path}/bad", cwd=tmp_path)  # fmt: skip
+    assert cached.returncode == 1
+    assert "transfer.probe_steps: feature extraction trains the heads on cached" in cached.stderr
+
+
 def test_partial_freezing_keeps_embeddings_and_bottom_layers(mtl_train, tmp_path):
     _, changed = train(mtl_train, tmp_path, "transfer=partial", "encoder.freeze_layers=-1")
     assert any(k.startswith("encoder.layers.1.") for k in changed)
