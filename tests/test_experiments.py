@@ -102,11 +102,11 @@ def test_data_efficiency_draws_learning_curves(mtl_train, data_root, tmp_path):
 
 
 def test_transfer_modes(mtl_train, data_root, tmp_path):
-    modes = "finetune,partial,feature_extraction,gradual_unfreezing,layer_decay"
+    modes = "finetune,partial,feature_extraction,probe_then_finetune,gradual_unfreezing,layer_decay"
     sweep = experiment(mtl_train, data_root, tmp_path, "experiment=transfer_modes",
                        "trainer.max_steps=4", f"transfer={modes}", "seed=0")  # fmt: skip
     results = runs(sweep)
-    assert len(results) == 5 and all(r["status"] == "finished" for r in results)
+    assert len(results) == 6 and all(r["status"] == "finished" for r in results)
     report = assert_report(sweep)
     for mode in modes.split(","):
         assert f"| {mode} | finished |" in report
