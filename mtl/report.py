@@ -45,6 +45,7 @@ class Run:
     metrics: dict  # metrics.json (for a cross-validation: its first fold's)
     cv: dict | None = None  # cv.json
     tasks: list[str] = field(default_factory=list)
+    train_seconds: float = math.nan  # a cross-validation's: all its folds'
 
     @property
     def name(self) -> str:
@@ -94,9 +95,10 @@ def find_runs(roots: list[Path]) -> list[Run]:
 def _walk(folder: Path) -> list[Run]:
     if (folder / "cv.json").is_file():
         cv = json.loads((folder / "cv.json").read_text())
-        first = folder / "fold0" / "metrics.json"
-        metrics = json.loads(first.read_text()) if first.is_file() else {}
-        return [_run(folder, metrics, cv)]
+        folds = [json.loads(f.read_text()) for f in sorted(folder.glob("fold*/metrics.json"))]
+        run = _run(folder, folds[0] if folds else {}, cv)
+        run.train_seconds = sum(f.get("train_seconds", math.nan) for f in folds) or math.nan
+        return [run]
     if (folder / "metrics.json").is_file():
         return [_run(folder, json.loads((folder / "metrics.json").read_text()))]
     return [run for child in sorted(folder.iterdir()) if child.is_dir() for run in _walk(child)]
@@ -110,7 +112,7 @@ def _run(folder: Path, metrics: dict, cv: dict | None = None) -> Run:
         del pairs[key]  # where a run was written, not how it was trained
     history = metrics.get("history") or [{}]
     tasks = sorted({k.split("/")[1] for k in history[-1] if k.count("/") == 2})
-    return Run(folder, pairs, metrics, cv, tasks)
+    return Run(folder, pairs, metrics, cv, tasks, metrics.get("train_seconds", math.nan))
 
 
 def swept(runs: list[Run]) -> list[str]:
@@ -143,7 +145,7 @@ def run_table(runs: list[Run]) -> tuple[list[str], list[list]]:
         rows.append([
             run.name, *(run.value(k) for k in keys), m.get("status", "?"), run.score("start"),
             run.score("best"), run.score("final"), m.get("best_step"),
-            *(run.task_score(t) for t in tasks), test, cv, m.get("train_seconds", math.nan),
+            *(run.task_score(t) for t in tasks), test, cv, run.train_seconds,
         ])  # fmt: skip
     return columns, rows
 

@@ -161,6 +161,9 @@ def test_report_pools_cross_validations_over_seeds(run_module, tmp_path):
         cv = {"task": "c", "mean": metrics, "std": dict.fromkeys(metrics, 0.0), "pooled": metrics,
               "pooled_score": -rmse}  # fmt: skip
         (run / "cv.json").write_text(json.dumps(cv))
+        for fold, seconds in enumerate((10.5, 20.0)):
+            (run / f"fold{fold}").mkdir()
+            (run / f"fold{fold}/metrics.json").write_text(json.dumps({"train_seconds": seconds}))
     result = run_module("mtl.report", str(tmp_path / "runs"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout.split("## Cross-validation over seeds")[1]
@@ -170,6 +173,8 @@ def test_report_pools_cross_validations_over_seeds(run_module, tmp_path):
     assert f"| experiment=complexity_cv | 2 | 0.7700 ± {sd([0.78, 0.76]):.4f} | 0.7600 ±" in table
     for run in find_runs([tmp_path / "runs"]):  # a CV's result (bars, gains): its pooled score
         assert run.task_score("c", "final") == -pooled[(run.overrides["experiment"], int(run.seed))]
+    with (tmp_path / "runs/report/runs.csv").open() as f:
+        assert {float(row["train s"]) for row in csv.DictReader(f)} == {30.5}  # all folds'
 
 
 def test_tensorboard_hparams_hold_results(tmp_path, mtl_train):
