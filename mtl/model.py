@@ -146,7 +146,7 @@ class MultiTaskModel(pl.LightningModule):
         with profile("mtl: forward"):
             losses = self.task_losses(batch["parts"])
         with profile("mtl: backward"):
-            if self.balancer.gradient_level:
+            if self.balancer.gradient_level and self._shared():
                 total = self._task_gradients(losses)
             else:
                 total = self.balancer.combine(losses, batch_step)
@@ -170,7 +170,7 @@ class MultiTaskModel(pl.LightningModule):
         start the next window. The encoder's rate is scaled by the window's tasks'
         `encoder_lr_scale` (their mean) for this step."""
         step, optimizer = self.global_step, self.optimizers()
-        if self.balancer.gradient_level:
+        if self._task_grads:
             self._apply_projected_update(step)
         for name, head in self.heads.items():
             if name not in self._window_tasks or name in self.frozen_heads:
@@ -192,10 +192,16 @@ class MultiTaskModel(pl.LightningModule):
         self.lr_schedulers().step()
         self._window_batches, self._window_tasks = 0, set()
 
+    def _shared(self) -> list[nn.Parameter]:
+        """The encoder's parameters that train now. None while it is frozen (feature
+        extraction, a probe's first steps): a gradient-level balancer then has nothing to
+        project, and the task losses are summed."""
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
     def _task_gradients(self, losses: dict[str, Tensor]) -> Tensor:
         """Gradient-level balancing (PCGrad): each task's weighted-loss gradient on the shared
         encoder is summed over the window apart; heads get their own gradients."""
-        shared = [p for p in self.encoder.parameters() if p.requires_grad]
+        shared = self._shared()
         weights = self.balancer.weights()
         for name, loss in losses.items():
             head = [p for p in self.heads[name].parameters() if p.requires_grad]
@@ -217,7 +223,7 @@ class MultiTaskModel(pl.LightningModule):
         grads = torch.stack([self._task_grads[n] for n in names])  # (K, P)
         grads = self._rank_mean(grads)
         update = self.balancer.combine_gradients(list(grads), step)
-        shared = [p for p in self.encoder.parameters() if p.requires_grad]
+        shared = self._shared()
         offset = 0
         for p in shared:
             p.grad = update[offset : offset + p.numel()].view_as(p).to(p.dtype)

@@ -67,6 +67,16 @@ def test_probe_then_finetune_trains_the_heads_alone_first(mtl_train, tmp_path):
     assert "transfer.probe_steps: feature extraction trains the heads on cached" in cached.stderr
 
 
+@pytest.mark.parametrize("mode", ["feature_extraction", "probe_then_finetune"])
+def test_pcgrad_trains_a_frozen_encoders_heads(mtl_train, tmp_path, mode):
+    probe = ["transfer.probe_steps=3"] if mode == "probe_then_finetune" else []
+    _, changed = train(mtl_train, tmp_path, f"transfer={mode}", *probe, "balancer=pcgrad",
+                       "data.tasks_per_step=2")  # fmt: skip
+    heads = {k.split(".")[1] for k in changed if k.startswith("heads.")}
+    assert heads == {"demo_complexity", "demo_sentiment"}  # summed losses while nothing is shared
+    assert any(k.startswith("encoder.") for k in changed) == bool(probe)
+
+
 def test_partial_freezing_keeps_embeddings_and_bottom_layers(mtl_train, tmp_path):
     _, changed = train(mtl_train, tmp_path, "transfer=partial", "encoder.freeze_layers=-1")
     assert any(k.startswith("encoder.layers.1.") for k in changed)
