@@ -20,8 +20,9 @@ Contenders
       more rows (not the same rows per batch, so it has its own line).
 
     All share one recipe: AdamW at 1e-4 (encoder) and 1e-3 (heads), linear warmup and decay,
-    clipping at 1.0, mean pooling, and the same task at each step (mtl's uniform draw, seed 0),
-    so the mix of long and short batches is the same. Each contender runs in its
+    clipping at 1.0, mean pooling, the same rows per batch for every task, and the same task
+    at each step (mtl's uniform draw with --seed, which also seeds the data split, the heads
+    and the row order), so the mix of long and short batches is the same. Each contender runs in its
     own process (its peak memory is its own); rounds interleave them and the median of
     --rounds is reported. Time counts from step --warmup to the end; after the last step each
     contender's validation score (mean of the tasks' scores: r2 and F1) is measured.
@@ -111,7 +112,7 @@ def _result(real: int, computed: int, rows: int, seconds: float, steps: int) -> 
 # ---- the baselines --------------------------------------------------------------------------
 
 
-def workload(pad_to_multiple: int = 1) -> dict:
+def workload(seed: int, pad_to_multiple: int = 1) -> dict:
     """Each task's training and validation splits, read and tokenized by mtl (cached)."""
     from hydra import compose, initialize_config_dir
 
@@ -128,7 +129,7 @@ def workload(pad_to_multiple: int = 1) -> dict:
     tokenizer = load_tokenizer(resolve_pretrained("minilm"), MAX_LENGTH)
     cache = str(ROOT / ".cache" / "tokens")
     data_cfg = DataConfig(cache_dir=cache, pad_to_multiple=pad_to_multiple)
-    data = load_tasks(parse_task_specs(cfg.task), tokenizer, data_cfg, seed=0)
+    data = load_tasks(parse_task_specs(cfg.task), tokenizer, data_cfg, seed)
     return {name: d.splits for name, d in data.items()}
 
 
@@ -168,7 +169,8 @@ def run_baseline(way: str, args: argparse.Namespace) -> dict:
     from mtl.sampling import UniformSampler
 
     tutorial, alone = way == "tutorial", way == "encoder alone"
-    splits = workload(32 if alone and args.device == "cuda" else 1)  # as trainer=gpu pads
+    splits = workload(args.seed, 32 if alone and args.device == "cuda" else 1)  # as trainer=gpu
+    torch.manual_seed(args.seed)
     device = torch.device(args.device)
     encoder = (native_encoder if alone else hf_encoder)(args.size).to(device).train()
     C = encoder.config.hidden_size if not alone else encoder.cfg.hidden_size
@@ -181,10 +183,12 @@ def run_baseline(way: str, args: argparse.Namespace) -> dict:
     total = args.warmup + args.steps
     schedule = LambdaLR(optimizer, lr_lambda(total, SchedulerConfig()))
     params = [p for g in groups for p in g["params"]]
-    rng = random.Random(0)
+    rng = random.Random(args.seed)
     names = list(splits)
     tasks = UniformSampler([len(s["train"]) for s in splits.values()], names)  # mtl's draw
-    streams = {n: TaskBatchStream(n, s["train"].lengths, args.batch, 0) for n, s in splits.items()}
+    streams = {
+        n: TaskBatchStream(n, s["train"].lengths, args.batch, args.seed) for n, s in splits.items()
+    }
     orders: dict[str, list[int]] = {n: [] for n in names}
 
     def next_rows(name: str) -> list[int]:
@@ -210,7 +214,7 @@ def run_baseline(way: str, args: argparse.Namespace) -> dict:
         if step == args.warmup:
             _sync()
             started = time.perf_counter()
-        name = names[tasks.choose(step, seed=0)[0]]  # the task mtl.train (seed 0) trains
+        name = names[tasks.choose(step, seed=args.seed)[0]]  # the task mtl.train trains
         part = splits[name]["train"].batch(next_rows(name))
         pooled, mask = encode(part)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=not tutorial):
@@ -259,6 +263,8 @@ def run_mtl(args: argparse.Namespace, max_tokens: int | None) -> dict:
         overrides = [
             "experiment=complexity_sentiment", f"data.root={DATA_ROOT}",
             f"data.batch_size={args.batch}", f"trainer.max_steps={args.warmup + args.steps}",
+            "task.sst2.batch_size=null",  # the experiment's 64: the baselines' rows per batch
+            f"seed={args.seed}",
             f"trainer.val_check_interval={args.warmup + args.steps}",
             f"hydra.run.dir={tmp}/run",
             "+callbacks.probe._target_=train_throughput.ThroughputProbe",
@@ -304,6 +310,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--size", default="minilm", choices=["minilm", "base"])
     parser.add_argument("--only", help="comma-separated contenders (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="split, heads, row order, task draw")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -328,7 +335,7 @@ def main() -> None:
             rate = result["real"] / result["seconds"]
             print(f"round {r + 1}: {name:<17} {rate:>9,.0f} real tokens/s", file=sys.stderr)
     print(f"{args.steps} steps after {args.warmup} warm-up, batch {args.batch}, {args.size}, "
-          f"{args.device}, median of {args.rounds} rounds")  # fmt: skip
+          f"{args.device}, seed {args.seed}, median of {args.rounds} rounds")  # fmt: skip
     rates = {}
     for name, runs in results.items():
         rates[name] = statistics.median(r["real"] / r["seconds"] for r in runs)
