@@ -1,5 +1,5 @@
-"""Callbacks: the run's metrics.json (start, best and final validation metrics per task) and
-the progress bar."""
+"""Callbacks: the run's metrics.json (start, best and final validation metrics per task), early
+stopping and the progress bar."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, TQDMProgressBar
 
 from mtl.io import atomic_write_text
 
@@ -68,6 +68,19 @@ class MetricsFile(pl.Callback):
 
     def write(self) -> None:
         atomic_write_text(self.path, json.dumps(self.summary(), indent=2) + "\n")
+
+
+class EarlyStoppingAfter(EarlyStopping):
+    """Lightning's early stopping, counting only the validations after `start_step`: while a
+    probe trains the heads alone (`transfer.probe_steps`), their plateau is not the run's end."""
+
+    def __init__(self, *args, start_step: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.start_step = start_step
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step > self.start_step:
+            super().on_validation_end(trainer, pl_module)
 
 
 class TrainingProgressBar(TQDMProgressBar):

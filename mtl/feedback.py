@@ -61,13 +61,15 @@ class TaskStopping(pl.Callback):
     """Per-task early stopping: a task whose score (val/<task>/score) has not improved for its
     `patience` validations stops. Its head stops learning, it leaves the task sampler's draw
     (`delay` steps later: batches the loader already drew still train), and once every task
-    that counts in val/score has stopped, so does the run. Restored on resume."""
+    that counts in val/score has stopped, so does the run. Validations up to `start_step` (a
+    probe's steps) do not count. Restored on resume."""
 
     def __init__(self, task_sampler: TaskSampler, patience: dict[str, int], counted: list[str],
-                 delay: int) -> None:  # fmt: skip
+                 delay: int, start_step: int = 0) -> None:  # fmt: skip
         self.task_sampler, self.patience, self.counted, self.delay = (
             task_sampler, patience, counted, delay
         )  # fmt: skip
+        self.start_step = start_step
         self.best: dict[str, float] = {}
         self.waited: dict[str, int] = {}
         self.stopped: dict[str, int] = {}  # task -> the step it stopped at
@@ -76,9 +78,9 @@ class TaskStopping(pl.Callback):
         pl_module.frozen_heads = set(self.stopped)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit":
-            return
         step = trainer.global_step
+        if trainer.sanity_checking or trainer.state.fn != "fit" or step <= self.start_step:
+            return
         for name, patience in self.patience.items():
             score = float(trainer.callback_metrics.get(f"val/{name}/score", float("nan")))
             if name in self.stopped or math.isnan(score):

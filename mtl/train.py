@@ -145,7 +145,7 @@ def train(cfg: DictConfig) -> dict:
     if patience:
         counted = [name for name, spec in specs.items() if spec.score_weight > 0]
         delay = 2 * data_cfg.num_workers + 1  # batches the loader may have drawn already
-        stopping = TaskStopping(task_sampler, patience, counted, delay)
+        stopping = TaskStopping(task_sampler, patience, counted, delay, transfer.probe_steps)
         callbacks.append(stopping)
     loggers = [build(f"logger.{k}", c) for k, c in cfg.logger.items()]
     trainer: pl.Trainer = build(

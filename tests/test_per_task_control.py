@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from mtl.balancing import StaticBalancer
+from mtl.feedback import TaskStopping
 from mtl.tasks import ClassificationTask, RegressionTask, TaskSpec, TaskType
 
 TINY = ["encoder=tiny", "trainer.log_every_n_steps=1"]
@@ -84,6 +86,19 @@ def test_a_task_that_stops_improving_stops_training(mtl_train, tmp_path):
     assert all(torch.equal(at_stop[k], final[k]) for k in sentiment)  # frozen since the stop
     assert not all(torch.equal(at_stop[k], final[k]) for k in complexity)
     assert "task demo_sentiment stopped at step" in (run / "train.log").read_text()
+
+
+def test_task_patience_counts_only_validations_after_the_probe():
+    stops = []
+    sampler = SimpleNamespace(stop=lambda name, step: stops.append((name, step)))
+    stopping = TaskStopping(sampler, {"a": 1}, ["a"], delay=0, start_step=3)
+    module = SimpleNamespace(frozen_heads=set())
+    for step, score in enumerate([0.5, 0.4, 0.3, 0.2, 0.1], start=1):  # never better
+        trainer = SimpleNamespace(global_step=step, sanity_checking=False, loggers=[],
+                                  state=SimpleNamespace(fn="fit"), should_stop=False,
+                                  callback_metrics={"val/a/score": torch.tensor(score)})  # fmt: skip
+        stopping.on_validation_end(trainer, module)
+    assert stops == [("a", 5)] and module.frozen_heads == {"a"} and trainer.should_stop
 
 
 def test_accumulation_equals_one_step_on_the_summed_loss(tiny_model, batches):

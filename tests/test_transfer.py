@@ -61,6 +61,14 @@ def test_probe_then_finetune_trains_the_heads_alone_first(mtl_train, tmp_path):
     log = (run / "train.log").read_text()
     assert "the heads train alone on the frozen encoder until step 3" in log
     assert "step 3: the top 3 of 3 encoder groups train" in log
+    waited = mtl_train(*TINY, "transfer=probe_then_finetune", "transfer.probe_steps=3",
+                       "trainer.max_steps=8", "trainer.val_check_interval=1",
+                       "callbacks.early_stopping.patience=1",
+                       "callbacks.early_stopping.min_delta=100",  # no validation improves
+                       f"hydra.run.dir={tmp_path}/waited", cwd=tmp_path)  # fmt: skip
+    assert waited.returncode == 0, waited.stderr[-3000:]
+    history = json.loads((tmp_path / "waited/metrics.json").read_text())["history"]
+    assert history[-1]["step"] == 5  # counted from step 4 (the first after the probe), not 1
     cached = mtl_train(*TINY, "transfer=feature_extraction", "transfer.probe_steps=3",
                        f"hydra.run.dir={tmp_path}/bad", cwd=tmp_path)  # fmt: skip
     assert cached.returncode == 1
