@@ -22,8 +22,8 @@ Contenders
     All share one recipe: AdamW at 1e-4 (encoder) and 1e-3 (heads), linear warmup and decay,
     clipping at 1.0, mean pooling, the same rows per batch for every task, and the same task
     at each step (mtl's uniform draw with --seed, which also seeds the data split, the heads
-    and the row order), so the mix of long and short batches is the same. Each contender runs in its
-    own process (its peak memory is its own); rounds interleave them and the median of
+    and the row order), so the mix of long and short batches is the same. Each contender runs
+    in its own process (its peak memory is its own); rounds interleave them and the median of
     --rounds is reported. Time counts from step --warmup to the end; after the last step each
     contender's validation score (mean of the tasks' scores: r2 and F1) is measured.
 

@@ -97,7 +97,8 @@ def _walk(folder: Path) -> list[Run]:
         cv = json.loads((folder / "cv.json").read_text())
         folds = [json.loads(f.read_text()) for f in sorted(folder.glob("fold*/metrics.json"))]
         run = _run(folder, folds[0] if folds else {}, cv)
-        run.train_seconds = sum(f.get("train_seconds", math.nan) for f in folds) or math.nan
+        if folds:
+            run.train_seconds = sum(f.get("train_seconds", math.nan) for f in folds)
         return [run]
     if (folder / "metrics.json").is_file():
         return [_run(folder, json.loads((folder / "metrics.json").read_text()))]

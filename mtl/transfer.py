@@ -93,7 +93,7 @@ class EncoderUnfreezing(pl.Callback):
     def __init__(self, probe_steps: int, every: int) -> None:
         self.probe_steps = probe_steps
         self.every = every
-        self._unfrozen = -1
+        self._unfrozen = -1  # groups trainable now; -1 before the first step
         self._trainable: set[int] = set()  # ids of the parameters the optimizer updates
 
     def unfrozen(self, step: int, groups: int) -> int:
@@ -103,10 +103,11 @@ class EncoderUnfreezing(pl.Callback):
             return groups
         return min(groups, 1 + (step - self.probe_steps) // self.every)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._trainable = {id(p) for p in pl_module.encoder.parameters() if p.requires_grad}
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         groups = pl_module.encoder.layer_groups()  # [embeddings, layer 0, ..., layer L-1]
-        if self._unfrozen < 0:
-            self._trainable = {id(p) for params in groups for p in params if p.requires_grad}
         unfrozen = self.unfrozen(trainer.global_step, len(groups))
         if unfrozen == self._unfrozen:
             return

@@ -49,7 +49,8 @@ def test_gradual_unfreezing_trains_the_top_layer_first(mtl_train, tmp_path):
 
 def test_probe_then_finetune_trains_the_heads_alone_first(mtl_train, tmp_path):
     probed, finetuned = tmp_path / "probe", tmp_path / "lpft"
-    probed.mkdir(), finetuned.mkdir()
+    probed.mkdir()
+    finetuned.mkdir()
     _, changed = train(mtl_train, probed, "transfer=probe_then_finetune",
                        "transfer.probe_steps=6")  # fmt: skip
     assert changed and all(k.startswith("heads.") for k in changed)  # 6 steps of the heads alone
