@@ -12,8 +12,9 @@ Contenders
       shuffled pass per task (as a DataLoader per task), the loss read every step.
     * careful:  transformers BertModel, random batches padded to their longest row, bf16
       autocast, AdamW(fused=True), the loss read every step.
-    * encoder alone: mtl's encoder on mtl's length-bucketed batches, bf16, fused AdamW, and
-      nothing else (no trainer, no per-step read): the rate `mtl.train` can approach.
+    * encoder alone: mtl's encoder on mtl's length-bucketed batches, bf16, fused AdamW, freed
+      host memory kept for reuse (mtl/host_memory.py), and nothing else (no trainer, no
+      per-step read): the rate `mtl.train` can approach.
     * mtl:      `python -m mtl.train experiment=complexity_sentiment data.batch_size=<batch>`,
       the whole trainer (bucketed batches, balancer, feedback, logging), timed by a callback.
     * mtl token budget: the same with `data.max_tokens=<batch x 64>`: short-text batches get
@@ -57,6 +58,7 @@ import pytorch_lightning as pl
 import torch
 
 from mtl.data.batching import sorted_batches
+from mtl.host_memory import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = os.environ.get("MTL_DATA_ROOT", str(ROOT.parent / "shared" / "data"))
@@ -169,6 +171,8 @@ def run_baseline(way: str, args: argparse.Namespace) -> dict:
     from mtl.sampling import UniformSampler
 
     tutorial, alone = way == "tutorial", way == "encoder alone"
+    if alone:
+        keep_freed_memory()  # as mtl.train does
     splits = workload(args.seed, 32 if alone and args.device == "cuda" else 1)  # as trainer=gpu
     torch.manual_seed(args.seed)
     device = torch.device(args.device)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 
 from mtl.errors import MtlError
+from mtl.host_memory import keep_freed_memory
 
 
 def model_arguments(parser: argparse.ArgumentParser, several: bool) -> None:
@@ -47,6 +48,7 @@ def quiet_known_warnings() -> None:
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Run a command's main; bad input ends it with one line on stderr and exit code 1."""
     quiet_known_warnings()
+    keep_freed_memory()
     try:
         code = main(argv)
     except MtlError as e:

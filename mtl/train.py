@@ -27,6 +27,7 @@ from mtl.data.loading import load_tasks
 from mtl.errors import ConfigError, MtlError
 from mtl.evaluate import evaluate
 from mtl.feedback import TaskFeedback, TaskStopping
+from mtl.host_memory import keep_freed_memory
 from mtl.instantiate import build
 from mtl.model import MultiTaskModel, OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig, build_encoder
@@ -261,6 +262,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     """One run, or a cross-validation of K runs; returns the score a sweeper maximizes: the
     best validation score, or the pooled out-of-fold score."""
     cli.quiet_known_warnings()
+    keep_freed_memory()  # here, not in main(): launchers run jobs in processes of their own
     try:
         if cfg.cv.folds:
             return cross_validate(cfg, train)["pooled_score"]

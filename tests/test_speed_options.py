@@ -1,12 +1,17 @@
 """What makes training fast, through the real interface: a training step that reads no device
-value between logs, token-budget batches, rounded batch widths, the compile switch, and the
-debug configs (fast, overfit, profile)."""
+value between logs, token-budget batches, rounded batch widths, the compile switch, freed host
+memory kept for reuse, and the debug configs (fast, overfit, profile)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from probes import read_trace
 
+from mtl.host_memory import user_chose_allocator
 from mtl.model import is_log_step
 
 TINY = ["encoder=tiny", "trainer.max_steps=30", "trainer.val_check_interval=30"]
@@ -85,6 +90,53 @@ def test_compiled_encoder_trains_and_its_checkpoint_predicts(tmp_path, mtl_train
                            "--output", str(tmp_path / "out.jsonl"), cwd=tmp_path)  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr[-2000:]  # plain parameter names
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
+
+
+REALLOCATING = """
+import json
+from probes import faults_reallocating
+from mtl.host_memory import keep_freed_memory
+before = faults_reallocating()
+kept = keep_freed_memory()
+print(json.dumps({"kept": kept, "before": before, "after": faults_reallocating()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: Linux")
+@pytest.mark.parametrize("chosen", [None, "MALLOC_ARENA_MAX=2"])
+def test_freed_host_memory_is_reused_unless_the_environment_chose_an_allocator(chosen):
+    env = {k: v for k, v in os.environ.items() if not user_chose_allocator({k: v})}
+    env["PYTHONPATH"] = str(Path(__file__).parent)
+    if chosen:
+        name, value = chosen.split("=")
+        env[name] = value
+    result = subprocess.run([sys.executable, "-c", REALLOCATING], env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    faults = json.loads(result.stdout)
+    assert faults["before"] > 10_000  # 48 MiB freed and allocated again: ~12,000 fresh pages
+    if chosen:
+        assert not faults["kept"] and faults["after"] > 10_000
+    else:
+        assert faults["kept"] and faults["after"] < 100
+
+
+def test_an_allocator_the_user_chose_is_left_alone():
+    assert user_chose_allocator({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"})
+    assert user_chose_allocator({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"})
+    assert user_chose_allocator({"MALLOC_TRIM_THRESHOLD_": "0"})
+    assert not user_chose_allocator({"GLIBC_TUNABLES": "glibc.rtld.nns=2", "PATH": "/bin"})
+
+
+def test_training_process_reuses_freed_host_memory(tmp_path, mtl_train):
+    faults = tmp_path / "faults.txt"
+    result = mtl_train(
+        "encoder=tiny", "trainer.max_steps=1", "trainer.val_check_interval=1",
+        f"hydra.run.dir={tmp_path}/run", "+callbacks.reuse._target_=probes.FreedMemoryReuse",
+        f"+callbacks.reuse.path={faults}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(faults.read_text()) < 100
 
 
 def test_debug_fast_trains_one_batch_per_task_and_validates_one(tmp_path, mtl_train):
