@@ -29,14 +29,17 @@ def test_masks_are_independent_of_position_and_seeded():
     assert not torch.equal(a, dropout(torch.ones(256, 256), 0.1) != 0)
 
 
-def test_gradient_flows_through_kept_elements_only():
+def test_kept_values_and_their_gradients_are_exactly_scaled_as_f_dropouts():
     torch.manual_seed(0)
     x = torch.randn(64, 64, dtype=torch.bfloat16, requires_grad=True)
-    y = dropout(x, 0.2)
-    y.sum().backward()
+    y = dropout(x, 0.25)  # 1 / (1 - p) = 4/3: p is exact in 1/65536 steps
+    upstream = torch.randn(64, 64, dtype=torch.bfloat16)
+    y.backward(upstream)
     kept = y.detach() != 0
+    assert 0.7 < kept.float().mean() < 0.8
+    assert torch.equal(y[kept], (x.detach() * (1 / 0.75))[kept])  # rounded once, in bf16
     assert torch.all(x.grad[~kept] == 0)
-    assert torch.allclose(x.grad[kept].float(), torch.full((int(kept.sum()),), 1.25), rtol=1e-2)
+    assert torch.equal(x.grad[kept], (upstream * (1 / 0.75))[kept])
 
 
 def test_identity_in_eval_mode_and_at_zero():
