@@ -75,12 +75,12 @@ class ThroughputProbe(pl.Callback):
         self.path, self.warmup, self.steps = Path(path), warmup, steps
         self.real: torch.Tensor | int = 0  # summed on the device: no sync per step
         self.computed = self.rows = 0
-        self.started = 0.0
+        self.started, self.faults = 0.0, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup:
             _sync()
-            self.started = time.perf_counter()
+            self.started, self.faults = time.perf_counter(), _page_faults()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step - 1  # the step just trained
@@ -92,7 +92,8 @@ class ThroughputProbe(pl.Callback):
         if step == self.warmup + self.steps - 1:
             _sync()
             seconds = time.perf_counter() - self.started
-            result = _result(int(self.real), self.computed, self.rows, seconds, self.steps)
+            faults = _page_faults() - self.faults
+            result = _result(int(self.real), self.computed, self.rows, seconds, self.steps, faults)
             self.path.write_text(json.dumps(result))
             trainer.should_stop = True
 
@@ -102,13 +103,18 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _result(real: int, computed: int, rows: int, seconds: float, steps: int) -> dict:
+def _page_faults() -> int:
+    """Minor page faults of this process so far: each maps a fresh page of host memory."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _result(real: int, computed: int, rows: int, seconds: float, steps: int, faults: int) -> dict:
     if torch.cuda.is_available():
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     return {"real": real, "computed": computed, "rows": rows, "seconds": seconds, "steps": steps,
-            "peak": peak}  # fmt: skip
+            "peak": peak, "faults": faults}  # fmt: skip
 
 
 # ---- the baselines --------------------------------------------------------------------------
@@ -212,12 +218,12 @@ def run_baseline(way: str, args: argparse.Namespace) -> dict:
             w = mask.unsqueeze(-1).to(hidden.dtype)
             return (hidden * w).sum(1) / w.sum(1), mask  # mean pooling, as mtl's MiniLM
 
-    real = computed = rows = 0
+    real = computed = rows = faults = 0
     started = 0.0
     for step in range(total):
         if step == args.warmup:
             _sync()
-            started = time.perf_counter()
+            started, faults = time.perf_counter(), _page_faults()
         name = names[tasks.choose(step, seed=args.seed)[0]]  # the task mtl.train trains
         part = splits[name]["train"].batch(next_rows(name))
         pooled, mask = encode(part)
@@ -234,7 +240,8 @@ def run_baseline(way: str, args: argparse.Namespace) -> dict:
             real += int(part["attention_mask"].sum())  # on the host: no sync
             computed, rows = computed + mask.numel(), rows + mask.shape[0]
     _sync()
-    result = _result(real, computed, rows, time.perf_counter() - started, args.steps)
+    seconds, faults = time.perf_counter() - started, _page_faults() - faults
+    result = _result(real, computed, rows, seconds, args.steps, faults)
     encoder.eval()
     with torch.no_grad():
         scores = []
@@ -347,9 +354,10 @@ def main() -> None:
         per100 = statistics.median(100 * r["seconds"] / r["steps"] for r in runs)
         peak = max(r["peak"] for r in runs)
         score = statistics.median(r["val_score"] for r in runs)
+        faults = statistics.median(r["faults"] / r["steps"] for r in runs)
         line = (f"{name:<17} {rates[name]:>9,.0f} real tokens/s  padding efficiency "
                 f"{efficiency:.2f}  peak {peak:.2f} GiB  {per100:.1f} s/100 steps  "
-                f"val score {score:.3f}")  # fmt: skip
+                f"{faults:,.0f} page faults/step  val score {score:.3f}")  # fmt: skip
         if args.device == "cuda":
             gpu = torch.cuda.get_device_name()
             peak_flops = next((v for k, v in PEAK_BF16.items() if k in gpu), None)
