@@ -12,8 +12,8 @@ def test_keeps_each_element_with_probability_one_minus_p_and_rescales(p):
     x = torch.ones(1000, 1001)  # not a multiple of 4: the last draw is partly used
     y = dropout(x, p)
     kept = y != 0
-    for lane in range(4):  # each quarter of every 64-bit draw
-        lane = kept.flatten()[lane::4]
+    for offset in range(4):  # each quarter of every 64-bit draw
+        lane = kept.flatten()[offset::4]
         assert lane.float().mean().item() == pytest.approx(1 - p, abs=0.004)
     assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)), rtol=1e-4)
     assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # unbiased in expectation

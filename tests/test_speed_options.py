@@ -102,19 +102,16 @@ print(json.dumps({"kept": keep_freed_memory(), "before": before, "after": freed_
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: Linux")
-@pytest.mark.parametrize("chosen", [None, "MALLOC_ARENA_MAX=2"])
+@pytest.mark.parametrize("chosen", [{}, {"MALLOC_ARENA_MAX": "2"}])
 def test_freed_host_memory_stays_for_reuse_unless_the_environment_chose_an_allocator(chosen):
     env = {k: v for k, v in os.environ.items() if not user_chose_allocator({k: v})}
-    env["PYTHONPATH"] = str(Path(__file__).parent)
-    if chosen:
-        name, value = chosen.split("=")
-        env[name] = value
+    env |= {"PYTHONPATH": str(Path(__file__).parent), **chosen}
     result = subprocess.run([sys.executable, "-c", KEPT], env=env, capture_output=True,
                             text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     kept = json.loads(result.stdout)
     assert not kept["before"]  # glibc's default: a freed 48 MiB block goes back to the OS
-    assert kept["kept"] == kept["after"] == (chosen is None)
+    assert kept["kept"] == kept["after"] == (not chosen)
 
 
 def test_an_allocator_the_user_chose_is_left_alone():
