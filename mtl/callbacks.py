@@ -4,12 +4,12 @@ stopping and the progress bar."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, TQDMProgressBar
 
+from mtl.best import Best
 from mtl.io import atomic_write_text
 
 
@@ -17,15 +17,16 @@ class MetricsFile(pl.Callback):
     """Writes `metrics.json` after every validation, so even a stopped run has one.
 
     {"status": ..., "start": {...}, "final": {...}, "best": {...}, "best_step": s,
-    "history": [...]}, where each entry maps val/<task>/<metric> and val/score to values;
-    "best" is the entry with the highest val/score among the validations of trained states
-    (all but the step-0 baseline: the states checkpoints hold). "status" is running,
-    finished, stopped (by a signal; resumable) or failed, so no crashed run looks finished.
+    "best_by": {"monitor": ..., "mode": ...}, "history": [...]}, where each entry maps
+    val/<task>/<metric> and val/score to values; "best" is the best entry by the run's rule
+    (`mtl.best.Best`, the one best.ckpt follows) among the validations of trained states (all
+    but the step-0 baseline: the states checkpoints hold). "status" is running, finished,
+    stopped (by a signal; resumable) or failed, so no crashed run looks finished.
     """
 
-    def __init__(self, path: str | Path, monitor: str = "val/score") -> None:
+    def __init__(self, path: str | Path, best: Best) -> None:
         self.path = Path(path)
-        self.monitor = monitor
+        self.best = best
         self.status = "running"
         self.history: list[dict] = []
         self.extra: dict = {}  # added to the file as is (best_checkpoint, skipped_rows, ...)
@@ -44,21 +45,17 @@ class MetricsFile(pl.Callback):
             self.write()
 
     def summary(self) -> dict:
-        candidates = [e for e in self.history if e["trained"]] or self.history
-        best = max(candidates, key=self._score, default=None)
+        best = self.best.pick([e for e in self.history if e["trained"]] or self.history)
         return {
             "status": self.status,
             "start": self.history[0] if self.history else None,
             "final": self.history[-1] if self.history else None,
             "best": best,
             "best_step": best["step"] if best else None,
+            "best_by": {"monitor": self.best.monitor, "mode": self.best.mode},
             **self.extra,
             "history": self.history,
         }
-
-    def _score(self, entry: dict) -> float:
-        value = entry.get(self.monitor, float("-inf"))
-        return value if math.isfinite(value) else float("-inf")
 
     def state_dict(self) -> dict:
         return {"history": self.history}  # a resumed run keeps the history from step 0

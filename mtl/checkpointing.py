@@ -6,7 +6,8 @@
   run is resumed).
 - `RunCheckpoints` keeps `last.ckpt` the latest state (at every validation during training,
   every `every_n_steps` steps or `every_n_minutes` minutes, and at the end) and makes
-  `best.ckpt` a hard link to it when the monitored score improves: one write per validation.
+  `best.ckpt` a hard link to it when the monitored metric improves (`mtl.best.Best`: the
+  run's one rule for "best"): one write per validation.
   A non-finite score stops the run and is never saved.
 - `GracefulStop` turns SIGTERM (what a cluster scheduler sends) and SIGINT (Ctrl-C) into a
   stop after the current step, so `last.ckpt` is written and the run can be resumed; a
@@ -27,6 +28,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
+from mtl.best import Best
 from mtl.errors import MtlError
 from mtl.io import atomic_write, fsync_directory
 
@@ -58,12 +60,10 @@ class RunCheckpoints(Checkpoint):
         every_n_steps: int = 0,
         every_n_minutes: float | None = None,
     ) -> None:
-        if mode not in ("max", "min"):
-            raise MtlError(f"callbacks.checkpoints.mode: 'max' or 'min', got {mode!r}")
         if every_n_steps < 0 or (every_n_minutes is not None and every_n_minutes <= 0):
             raise MtlError("callbacks.checkpoints: every_n_steps >= 0 and every_n_minutes > 0")
         self.dirpath = Path(dirpath)
-        self.monitor, self.mode = monitor, mode
+        self.best = Best(monitor, mode)
         self.every_n_steps, self.every_n_minutes = every_n_steps, every_n_minutes
         self.best_score: float | None = None
         self.best_step: int | None = None
@@ -87,23 +87,26 @@ class RunCheckpoints(Checkpoint):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        score = trainer.callback_metrics.get(self.monitor)
+        monitor = self.best.monitor
+        score = trainer.callback_metrics.get(monitor)
         if score is None:
-            raise MtlError(f"callbacks.checkpoints.monitor: no metric {self.monitor!r} was logged")
+            logged = ", ".join(sorted(k for k in trainer.callback_metrics if k.startswith("val/")))
+            raise MtlError(
+                f"callbacks.checkpoints.monitor: no metric {monitor!r} was logged (validation "
+                f"logs: {logged})"
+            )
         score = float(score)
         if not math.isfinite(score):
             bad = sorted(k for k, v in trainer.callback_metrics.items()
                          if k.startswith("val/") and not math.isfinite(float(v)))  # fmt: skip
             raise MtlError(
-                f"{self.monitor} is {score} at step {trainer.global_step} (not finite: "
+                f"{monitor} is {score} at step {trainer.global_step} (not finite: "
                 f"{', '.join(bad)}); the run stopped, and this state was not saved"
             )
         training = trainer.state.fn == "fit"
         if not training and self._saved_step != trainer.global_step:
             return  # the step-0 baseline: no training state to keep
-        improved = self.best_score is None or (
-            score > self.best_score if self.mode == "max" else score < self.best_score
-        )
+        improved = self.best.improves(score, self.best_score)
         if improved:
             self.best_score, self.best_step = score, trainer.global_step
         if training:

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from mtl import ROOT
 from mtl.cv import CVConfig
 from mtl.data.loading import DataConfig
+from mtl.errors import ConfigError
 from mtl.model import OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig
 from mtl.tasks import TaskSpec
@@ -75,6 +76,13 @@ def sweep_name(name: str, overrides: list[str]) -> str:
     return name
 
 
+def direction(mode: str) -> str:
+    """`${mtl_direction:max}`: a checkpoint mode as a sweeper's direction (maximize, minimize)."""
+    if mode not in ("max", "min"):
+        raise ConfigError(f"callbacks.checkpoints.mode: 'max' or 'min', got {mode!r}")
+    return "maximize" if mode == "max" else "minimize"
+
+
 def register() -> None:
     """Make the schema and the config resolvers known to Hydra (before composing)."""
     if not OmegaConf.has_resolver("mtl_root"):
@@ -82,5 +90,6 @@ def register() -> None:
         OmegaConf.register_new_resolver("mtl_dirname", dirname)
         OmegaConf.register_new_resolver("mtl_per_task", per_task)
         OmegaConf.register_new_resolver("mtl_sweep_name", sweep_name)
+        OmegaConf.register_new_resolver("mtl_direction", direction)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     ConfigStore.instance().store(group="schema", name="task", node=TaskSpec)
