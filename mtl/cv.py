@@ -166,3 +166,17 @@ def format_cv(result: dict) -> str:
         label = key[len(prefix) :].replace("rmse_mapped", "rmse mapped")
         rows.append(f"{label:<16}{mean:>12.4f}{result['std'][key]:>9.4f}{pooled:>10.4f}")
     return "\n".join(rows)
+
+
+def pooled_value(result: dict, monitor: str) -> float:
+    """A cross-validation's value of the run's monitored metric: val/score -> the pooled
+    score, val/<task>/<metric> -> the pooled out-of-fold test/<task>/<metric>."""
+    if monitor == "val/score":
+        return result["pooled_score"]
+    key = "test/" + monitor.removeprefix("val/")
+    if key not in result["pooled"]:
+        raise ConfigError(
+            f"callbacks.checkpoints.monitor: {monitor} has no pooled cross-validation value "
+            f"(pooled: {', '.join(result['pooled'])}); monitor val/score or one of these"
+        )
+    return result["pooled"][key]
