@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from mtl.balancing import LossBalancer, StaticBalancer
 from mtl.encoder import Bert, BertOutput
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, require
 from mtl.tasks import Task, spec_dict
 
 
@@ -38,6 +38,20 @@ class OptimizerConfig:
     accumulate: int = 1  # task batches summed into one optimizer step
     layer_decay: float | None = None  # layer-wise lr decay: lr·decay^(depth from the top layer)
 
+    def check(self) -> None:
+        """The ranges of these settings; errors name the `optimizer.` key."""
+        for key in ("lr", "head_lr", "eps"):
+            require(f"optimizer.{key}", getattr(self, key), getattr(self, key) > 0, "> 0")
+        decay, norm, betas = self.weight_decay, self.max_grad_norm, self.betas
+        require("optimizer.weight_decay", decay, decay >= 0, ">= 0")
+        ok = len(betas) == 2 and all(0 <= b < 1 for b in betas)
+        require("optimizer.betas", betas, ok, "two values in [0, 1)")
+        require("optimizer.max_grad_norm", norm, norm is None or norm > 0, "> 0 or null")
+        layer = self.layer_decay
+        require("optimizer.layer_decay", layer, layer is None or 0 < layer <= 1,
+                "in (0, 1] or null")  # fmt: skip
+        require("optimizer.accumulate", self.accumulate, self.accumulate >= 1, ">= 1")
+
 
 class Decay(str, Enum):
     linear = "linear"  # to zero at the last step
@@ -51,11 +65,14 @@ class SchedulerConfig:
     warmup: float = 0.1  # fraction of max_steps
     decay: Decay = Decay.linear
 
+    def check(self) -> None:
+        """The range of the warmup; errors name the `scheduler.` key."""
+        warmup = self.warmup
+        require("scheduler.warmup", warmup, 0 <= warmup <= 1, "a fraction of the steps in [0, 1]")
+
 
 def lr_lambda(total_steps: int, cfg: SchedulerConfig):
     """Multiplier at step s: (s + 1) / w during warmup (w = warmup·total), then linear to 0."""
-    if not 0 <= cfg.warmup <= 1:
-        raise ConfigError(f"scheduler.warmup: a fraction of the steps in [0, 1], got {cfg.warmup}")
     warmup = max(1, int(cfg.warmup * total_steps))
 
     def factor(step: int) -> float:
