@@ -55,10 +55,10 @@ class RunCheckpoints(Checkpoint):
     def __init__(
         self,
         dirpath: str | Path,
-        monitor: str = "val/score",
-        mode: str = "max",
+        monitor: str = Best.monitor,
+        mode: str = Best.mode,
         every_n_steps: int = 0,
-        every_n_minutes: float | None = None,
+        every_n_minutes: float | None = 10,
     ) -> None:
         if every_n_steps < 0 or (every_n_minutes is not None and every_n_minutes <= 0):
             raise MtlError("callbacks.checkpoints: every_n_steps >= 0 and every_n_minutes > 0")

@@ -50,7 +50,7 @@ class TrainConfig:
     paths: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     resume: str | None = None  # a checkpoint (e.g. <run>/checkpoints/last.ckpt) to continue from
-    name: str = "train"  # a label for the run, shown in the summary
+    name: str = "demo"  # a label for the run: its directory under outputs/runs/
 
 
 def dirname(overrides: str, limit: int = 200) -> str:

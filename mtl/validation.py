@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
@@ -25,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mtl.config import TrainConfig
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, require
 from mtl.tasks import parse_task_specs
 
 # Where `_target_` may stand (a * matches any one key), and the base class it must derive from.
@@ -41,44 +40,9 @@ TARGETS: list[tuple[tuple[str, ...], str]] = [
     (("hydra", "sweeper", "sampler"), "optuna.samplers.BaseSampler"),
 ]
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-# key -> (check, what is allowed); None values pass where the key is optional.
-RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "data.batch_size": (lambda v: v > 0, "> 0"),
-    "data.eval_batch_size": (lambda v: v > 0, "> 0"),
-    "data.steps_per_epoch": (lambda v: v is None or v > 0, "> 0 or null"),
-    "data.max_tokens": (lambda v: v is None or v > 0, "> 0 or null"),
-    "data.pad_to_multiple": (lambda v: v >= 1, ">= 1"),
-    "data.overfit_rows": (lambda v: v is None or v > 1, "> 1 or null"),
-    "data.tasks_per_step": (lambda v: v >= 1, ">= 1"),
-    "data.num_workers": (lambda v: v >= 0, ">= 0"),
-    "encoder.max_length": (lambda v: v > 2, "> 2 (it counts [CLS] and [SEP])"),
-    "encoder.compile": (
-        lambda v: v in (None, *COMPILE_MODES),
-        f"null or one of {', '.join(COMPILE_MODES)}",
-    ),
-    "encoder.dropout": (lambda v: v is None or 0 <= v < 1, "in [0, 1) or null"),
-    "encoder.hidden_size": (lambda v: v > 0, "> 0"),
-    "encoder.num_layers": (lambda v: v > 0, "> 0"),
-    "encoder.num_heads": (lambda v: v > 0, "> 0"),
-    "encoder.intermediate_size": (lambda v: v > 0, "> 0"),
-    "optimizer.lr": (lambda v: v > 0, "> 0"),
-    "optimizer.head_lr": (lambda v: v > 0, "> 0"),
-    "optimizer.weight_decay": (lambda v: v >= 0, ">= 0"),
-    "optimizer.eps": (lambda v: v > 0, "> 0"),
-    "optimizer.betas": (
-        lambda v: len(v) == 2 and all(0 <= b < 1 for b in v),
-        "two values in [0, 1)",
-    ),
-    "optimizer.max_grad_norm": (lambda v: v is None or v > 0, "> 0 or null"),
-    "optimizer.layer_decay": (lambda v: v is None or 0 < v <= 1, "in (0, 1] or null"),
-    "optimizer.accumulate": (lambda v: v >= 1, ">= 1"),
-    "transfer.probe_steps": (lambda v: v >= 0, ">= 0"),
-    "transfer.unfreeze_every": (lambda v: v >= 0, ">= 0"),
-    "cv.folds": (lambda v: v == 0 or v >= 2, "0 (no cross-validation) or >= 2"),
-    "cv.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
-    "scheduler.warmup": (lambda v: 0 <= v <= 1, "a fraction of the steps in [0, 1]"),
+# The trainer group's ranges (Lightning's settings); the typed groups check their own (their
+# dataclass's `check`), each task its spec.
+TRAINER_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.max_steps": (lambda v: isinstance(v, int) and v > 0, "a number of steps > 0"),
     "trainer.val_check_interval": (lambda v: v is None or v > 0, "> 0"),
     "trainer.log_every_n_steps": (lambda v: v > 0, "> 0"),
@@ -86,11 +50,20 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def check_config(cfg: DictConfig) -> None:
-    """All checks; raises ConfigError naming the first offending key."""
+    """All checks, once per config: raises ConfigError naming the first offending key.
+
+    A config that passed is flagged (an OmegaConf node flag, which copies of it keep): Hydra's
+    run callback checks before anything is written, and the job it then starts, with a copy
+    of the same config, does not check again."""
+    if cfg._get_node_flag(CHECKED):
+        return
     check_targets(cfg)
     check_keys(cfg)
     parse_task_specs(cfg.task)
-    for key, (ok, allowed) in RANGES.items():
+    for group, cls in _typed_groups().items():
+        if group in cfg:
+            typed(cfg, group, cls).check()
+    for key, (ok, allowed) in TRAINER_RANGES.items():
         value = _select(cfg, key)
         if value is _MISSING:
             continue
@@ -98,9 +71,18 @@ def check_config(cfg: DictConfig) -> None:
             good = ok(value)
         except TypeError:
             good = False
-        if not good or (isinstance(value, float) and not math.isfinite(value)):
-            raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
+        require(key, value, good, allowed)
     check_together(cfg)
+    cfg._set_flag(CHECKED, True)
+
+
+def _typed_groups() -> dict[str, type]:
+    """The groups the schema types by a dataclass with a `check` of its ranges."""
+    return {
+        f.name: f.default_factory  # type: ignore[misc]
+        for f in fields(TrainConfig)
+        if hasattr(getattr(f, "default_factory", None), "check")
+    }
 
 
 def check_together(cfg: DictConfig) -> None:
@@ -113,6 +95,12 @@ def check_together(cfg: DictConfig) -> None:
                     "so the encoder never joins; for heads first, then the encoder, use "
                     "transfer=probe_then_finetune (or transfer.features=false)"
                 )
+    per_step, tasks = _select(cfg, "data.tasks_per_step"), _select(cfg, "task")
+    if isinstance(per_step, int) and isinstance(tasks, dict) and per_step > len(tasks):
+        raise ConfigError(
+            f"data.tasks_per_step: must be between 1 and the number of tasks ({len(tasks)}), "
+            f"got {per_step}"
+        )
     multiple, length = _select(cfg, "data.pad_to_multiple"), _select(cfg, "encoder.max_length")
     if isinstance(multiple, int) and isinstance(length, int) and multiple > 1 and length % multiple:
         raise ConfigError(
@@ -128,6 +116,9 @@ def check_together(cfg: DictConfig) -> None:
             f"optimizer.accumulate={accumulate} (validations and checkpoints fall between "
             f"optimizer steps), got {interval}"
         )
+
+
+CHECKED = "mtl_checked"  # the node flag of a config that passed check_config
 
 
 def check_keys(cfg: DictConfig) -> None:

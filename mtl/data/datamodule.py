@@ -63,11 +63,6 @@ class MultiTaskDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.data, self.cfg, self.task_sampler, self.seed = data, cfg, task_sampler, seed
-        if not 1 <= cfg.tasks_per_step <= len(data):
-            raise ConfigError(
-                f"data.tasks_per_step: must be between 1 and the number of tasks "
-                f"({len(data)}), got {cfg.tasks_per_step}"
-            )
         depth = 2 * cfg.num_workers + 1  # batches a loader may draw ahead of training
         if task_sampler.lag is not None and task_sampler.lag < depth:
             raise ConfigError(

@@ -23,7 +23,7 @@ from mtl.data.batching import collate
 from mtl.data.cache import TokenizedTexts, tokenize_cached
 from mtl.data.readers import Examples, ReadResult, read_examples
 from mtl.data.splits import split_indices
-from mtl.errors import DataError
+from mtl.errors import DataError, require
 from mtl.tasks import Task, TaskSpec, TaskType, TextFeatures, task_type
 from mtl.tokenizer import pad_id
 
@@ -37,7 +37,7 @@ class OnBadRow(str, Enum):
 
 @dataclass
 class DataConfig:
-    batch_size: int = 32
+    batch_size: int = 16  # small batches: the default run finishes in minutes on 2 CPU cores
     eval_batch_size: int = 64
     steps_per_epoch: int | None = None  # None: Σ_i ceil(n_i / batch_size), one pass in expectation
     tasks_per_step: int = 1  # k > 1: a joint step trains on one batch of each of k tasks
@@ -47,6 +47,19 @@ class DataConfig:
     on_bad_row: OnBadRow = OnBadRow.error
     cache_dir: str | None = None  # token-id cache; None disables it
     num_workers: int = 0
+
+    def check(self) -> None:
+        """The ranges of these settings; errors name the `data.` key."""
+        for key in ("batch_size", "eval_batch_size"):
+            require(f"data.{key}", getattr(self, key), getattr(self, key) > 0, "> 0")
+        for key in ("steps_per_epoch", "max_tokens"):
+            value = getattr(self, key)
+            require(f"data.{key}", value, value is None or value > 0, "> 0 or null")
+        rows = self.overfit_rows
+        require("data.overfit_rows", rows, rows is None or rows > 1, "> 1 or null")
+        require("data.pad_to_multiple", self.pad_to_multiple, self.pad_to_multiple >= 1, ">= 1")
+        require("data.tasks_per_step", self.tasks_per_step, self.tasks_per_step >= 1, ">= 1")
+        require("data.num_workers", self.num_workers, self.num_workers >= 0, ">= 0")
 
 
 class TaskDataset(Dataset):
