@@ -1,11 +1,10 @@
 """The LightningModule: one shared encoder, one head per task, balanced task losses per step.
 
 A training batch holds one task's batch (the default) or k tasks' batches (a joint step); the
-balancer turns their losses (or, for PCGrad, their gradients) into one update. Optimization
-is manual so that gradient-level balancing and clipping with a fused optimizer happen in one
-readable place. The model knows its encoder, heads, losses, balancer and optimizer; which task
-comes next is the training loop's business (mtl/feedback.py), fed by what `training_step`
-returns.
+balancer turns their losses into gradients (mtl/balancing/). Optimization is manual so that
+balancing and clipping with a fused optimizer happen in one readable place. The model knows
+its encoder, heads, losses, balancer and optimizer; which task comes next is the training
+loop's business (mtl/feedback.py), fed by what `training_step` returns.
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from mtl.balancing import LossBalancer, StaticBalancer
+from mtl.balancing import Backprop, LossBalancer, StaticBalancer
+from mtl.balancing import flat_gradients as flat_gradients  # mtl/diagnostics.py's import
 from mtl.encoder import Bert, BertOutput
 from mtl.errors import ConfigError, require
 from mtl.tasks import Task, spec_dict
@@ -127,7 +127,6 @@ class MultiTaskModel(pl.LightningModule):
         self.train_summary: dict[str, str] = {}  # for the progress bar, as of the last log
         self._window_batches = 0  # batches accumulated toward the next optimizer step
         self._window_tasks: set[str] = set()
-        self._task_grads: dict[str, Tensor] = {}  # gradient-level balancing: per task, summed
 
     def encode(self, part: dict) -> BertOutput:
         """input_ids, attention_mask, token_type_ids (B, T) -> the token states (B, T, C) and
@@ -162,19 +161,28 @@ class MultiTaskModel(pl.LightningModule):
         profile = self.trainer.profiler.profile  # sections of debug=profile's table
         with profile("mtl: forward"):
             losses = self.task_losses(batch["parts"])
+        backprop = self._backprop(losses)
         with profile("mtl: backward"):
-            if self.balancer.gradient_level and self._shared():
-                total = self._task_gradients(losses)
-            else:
-                total = self.balancer.combine(losses, batch_step)
-                self.manual_backward(total + self._idle_term(losses))
+            total = self.balancer.backward(losses, batch_step, backprop)
         self._window_batches += 1
         self._window_tasks.update(losses)
         values = self._record(losses, batch_step)
         if self._window_batches == k:
             with profile("mtl: optimizer step"):
-                self._optimizer_step()
-        return {"loss": total.detach(), "losses": values}
+                self._optimizer_step(backprop)
+        return {"loss": total, "losses": values}
+
+    def _backprop(self, losses: dict[str, Tensor]) -> Backprop:
+        """What the balancer needs to turn this batch's losses into gradients: the encoder
+        parameters that train now (none while it is frozen: feature extraction, a probe's
+        first steps) are shared; each batch task's head is its own."""
+        return Backprop(
+            backward=lambda loss: self.manual_backward(loss + self._idle_term(losses)),
+            shared=[p for p in self.encoder.parameters() if p.requires_grad],
+            own={n: [p for p in self.heads[n].parameters() if p.requires_grad] for n in losses},
+            rank_mean=self._rank_mean,
+            distributed=self.trainer.world_size > 1,
+        )
 
     def _idle_term(self, losses: dict[str, Tensor]) -> Tensor:
         """Zero times every head not in this batch: under DDP every parameter must take part in
@@ -182,13 +190,13 @@ class MultiTaskModel(pl.LightningModule):
         idle = [p for n, h in self.heads.items() if n not in losses for p in h.parameters()]
         return 0.0 * sum(p.sum() for p in idle)
 
-    def _optimizer_step(self) -> None:
-        """Clip, step (heads untrained in the window, or frozen, skipped as untouched), and
-        start the next window. The encoder's rate is scaled by the window's tasks'
-        `encoder_lr_scale` (their mean) for this step."""
+    def _optimizer_step(self, backprop: Backprop) -> None:
+        """The balancer's last word on the window's gradients, then clip, step (heads untrained
+        in the window, or frozen, skipped as untouched), and start the next window. The
+        encoder's rate is scaled by the window's tasks' `encoder_lr_scale` (their mean) for
+        this step."""
         step, optimizer = self.global_step, self.optimizers()
-        if self._task_grads:
-            self._apply_projected_update(step)
+        self.balancer.before_optimizer_step(backprop, step)
         for name, head in self.heads.items():
             if name not in self._window_tasks or name in self.frozen_heads:
                 for p in head.parameters():
@@ -208,44 +216,6 @@ class MultiTaskModel(pl.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.lr_schedulers().step()
         self._window_batches, self._window_tasks = 0, set()
-
-    def _shared(self) -> list[nn.Parameter]:
-        """The encoder's parameters that train now. None while it is frozen (feature
-        extraction, a probe's first steps): a gradient-level balancer then has nothing to
-        project, and the task losses are summed."""
-        return [p for p in self.encoder.parameters() if p.requires_grad]
-
-    def _task_gradients(self, losses: dict[str, Tensor]) -> Tensor:
-        """Gradient-level balancing (PCGrad): each task's weighted-loss gradient on the shared
-        encoder is summed over the window apart; heads get their own gradients."""
-        shared = self._shared()
-        weights = self.balancer.weights()
-        for name, loss in losses.items():
-            head = [p for p in self.heads[name].parameters() if p.requires_grad]
-            g = torch.autograd.grad(weights[name] * loss, shared + head, retain_graph=True,
-                                    allow_unused=True)  # fmt: skip
-            flat = flat_gradients(g[: len(shared)], shared)
-            self._task_grads[name] = self._task_grads.get(name, 0) + flat
-            for p, gp in zip(head, g[len(shared) :], strict=True):
-                p.grad = gp if p.grad is None else p.grad + gp
-        total = sum(weights[n] * loss for n, loss in losses.items())
-        if self.trainer.world_size > 1:  # DDP's backward averages the heads' gradients
-            self.manual_backward(0.0 * total + self._idle_term(losses))
-        return total.detach()
-
-    def _apply_projected_update(self, step: int) -> None:
-        """The window's per-task encoder gradients, averaged over ranks, combined by the
-        balancer into the update every rank applies."""
-        names = list(self._task_grads)
-        grads = torch.stack([self._task_grads[n] for n in names])  # (K, P)
-        grads = self._rank_mean(grads)
-        update = self.balancer.combine_gradients(list(grads), step)
-        shared = self._shared()
-        offset = 0
-        for p in shared:
-            p.grad = update[offset : offset + p.numel()].view_as(p).to(p.dtype)
-            offset += p.numel()
-        self._task_grads = {}
 
     def _clip_gradients(self) -> None:
         """Clipping here, not through the trainer: Lightning refuses to clip for fused
@@ -405,13 +375,3 @@ class MultiTaskModel(pl.LightningModule):
             total = self.trainer.estimated_stepping_batches
         schedule = LambdaLR(optimizer, lr_lambda(int(total), self.scheduler_cfg))
         return {"optimizer": optimizer, "lr_scheduler": schedule}  # stepped in training_step
-
-
-def flat_gradients(grads: tuple[Tensor | None, ...], params: list[nn.Parameter]) -> Tensor:
-    """Concatenate gradients into one float32 vector (zeros where a parameter got none)."""
-    return torch.cat(
-        [
-            (g if g is not None else torch.zeros_like(p)).reshape(-1).float()
-            for g, p in zip(grads, params, strict=True)
-        ]
-    )

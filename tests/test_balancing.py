@@ -11,8 +11,8 @@ from mtl.balancing import (
     RandomLossWeighting,
     StaticBalancer,
     UncertaintyBalancer,
-    pcgrad,
 )
+from mtl.balancing.pcgrad import pcgrad
 
 NAMES = ["a", "b"]
 
