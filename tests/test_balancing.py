@@ -1,4 +1,5 @@
-"""Loss balancers: formulas on known inputs, and uncertainty weighting on a synthetic problem."""
+"""Loss balancers: formulas on known inputs, uncertainty weighting on a synthetic problem, and
+the gradient-level machinery every gradient balancer shares."""
 
 import random
 
@@ -6,7 +7,9 @@ import pytest
 import torch
 
 from mtl.balancing import (
+    Backprop,
     DynamicWeightAverage,
+    GradientBalancer,
     PCGrad,
     RandomLossWeighting,
     StaticBalancer,
@@ -96,3 +99,50 @@ def test_uncertainty_weighting_learns_larger_sigma_for_noisier_task():
     assert sigma[1] > 3 * sigma[0]
     assert float(sigma[1]) == pytest.approx(1.0, rel=0.2)  # σ² → the noise variance
     assert balancer.weights()["a"] > balancer.weights()["b"]
+
+
+class FirstTask(GradientBalancer):
+    """Steps on the first task's gradient alone, recording what it was given."""
+
+    def combine_gradients(self, grads, step):
+        self.given = (torch.stack(grads), step)
+        return grads[0]
+
+
+def backprop(shared, own, rank_mean=lambda t: t) -> Backprop:
+    return Backprop(backward=torch.Tensor.backward, shared=shared, own=own, rank_mean=rank_mean,
+                    distributed=False)  # fmt: skip
+
+
+def test_gradient_balancer_combines_weighted_task_gradients_of_a_window_averaged_over_ranks():
+    """Shared w, own heads h_a, h_b; L_a = (w·x)·h_a, L_b = (w·x)²·h_b with weights 2 and 0.5.
+    Two batches in the window: each task's gradient on w is summed over both, passed through
+    the rank mean (here: halved), combined, and written to w.grad; heads get their own."""
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    h = {"a": torch.nn.Parameter(torch.tensor(3.0)), "b": torch.nn.Parameter(torch.tensor(1.0))}
+    x = torch.tensor([2.0, 1.0])  # w·x = 1
+    balancer = FirstTask(NAMES, {"a": 2.0, "b": 0.5})
+    ctx = backprop([w], {n: [p] for n, p in h.items()}, rank_mean=lambda t: t / 2)
+    for step in range(2):
+        z = w @ x
+        total = balancer.backward({"a": z * h["a"], "b": z**2 * h["b"]}, step, ctx)
+        assert float(total) == pytest.approx(2 * 3 + 0.5 * 1)
+    balancer.before_optimizer_step(ctx, step=7)
+    grads, step = balancer.given
+    g_a, g_b = 2 * 3 * x, 0.5 * 2 * 1 * x  # ∇_w (weight · L_i) at w·x = 1
+    assert torch.allclose(grads, torch.stack([g_a, g_b]))  # 2 batches summed, then halved
+    assert step == 7
+    assert torch.equal(w.grad, grads[0])
+    assert float(h["a"].grad) == pytest.approx(2 * 2 * 1) and float(h["b"].grad) == 2 * 0.5
+
+
+def test_gradient_balancer_with_nothing_shared_sums_the_weighted_losses():
+    """A frozen encoder: no per-task gradients to combine, the balanced loss is backpropagated."""
+    h = torch.nn.Parameter(torch.tensor(2.0))
+    ctx = backprop([], {"a": [h], "b": [h]})
+    balancer = PCGrad(NAMES, {"a": 1.0, "b": 0.5})
+    total = balancer.backward({"a": 3 * h, "b": h * h}, 0, ctx)
+    assert float(total) == pytest.approx(3 * 2 + 0.5 * 4)
+    assert float(h.grad) == pytest.approx(3 + 0.5 * 2 * 2)
+    balancer.before_optimizer_step(ctx, step=0)
+    assert float(h.grad) == pytest.approx(5.0)
