@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
-from mtl.model import flat_gradients
+from mtl.balancing import flat_gradients
 
 
 class GradientDiagnostics(pl.Callback):

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from mtl.balancing import Backprop, LossBalancer, StaticBalancer
-from mtl.balancing import flat_gradients as flat_gradients  # mtl/diagnostics.py's import
 from mtl.encoder import Bert, BertOutput
 from mtl.errors import ConfigError, require
 from mtl.tasks import Task, spec_dict
