@@ -244,7 +244,7 @@ def test_sigterm_saves_exits_nonzero_and_resumes(tmp_path, mtl_train):
         "+callbacks.kill.step=6",
         "+callbacks.kill.signal=TERM",
     ]
-    result = mtl_train(*FAULT, *stop, f"hydra.run.dir={run}", cwd=tmp_path)
+    result = mtl_train(*FAULT, *stop, f"hydra.run.dir={run}", cwd=tmp_path, subprocess=True)
     assert result.returncode == 128 + 15, result.stderr[-2000:]
     assert (
         f"error: stopped by SIGTERM at step 6; checkpoints/last.ckpt holds this step. Resume with: python -m mtl.train resume={run}"
@@ -266,9 +266,8 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_for_bit(tmp_path, mtl_train
     assert full.returncode == 0, full.stderr[-2000:]
     run = tmp_path / "run"
     kill = ["+callbacks.kill._target_=probes.SignalAt", f"+callbacks.kill.step={step}"]
-    killed = mtl_train(
-        *FAULT, *every, *kill, *trace(tmp_path / "t1"), f"hydra.run.dir={run}", cwd=tmp_path
-    )
+    killed = mtl_train(*FAULT, *every, *kill, *trace(tmp_path / "t1"), f"hydra.run.dir={run}",
+                       cwd=tmp_path, subprocess=True)  # fmt: skip
     assert killed.returncode == -9, killed.stderr[-2000:]
     last = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
     best = torch.load(run / "checkpoints/best.ckpt", weights_only=True)
@@ -288,7 +287,8 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, mtl_
     run = tmp_path / "run"
     checkpoints = run / "checkpoints"
     kill = ["+callbacks.kill._target_=probes.KillDuringCheckpointWrite", "+callbacks.kill.write=2"]
-    killed = mtl_train(*FAULT, *kill, f"hydra.run.dir={run}", cwd=tmp_path)  # dies writing step 8
+    # dies writing step 8
+    killed = mtl_train(*FAULT, *kill, f"hydra.run.dir={run}", cwd=tmp_path, subprocess=True)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 4  # intact
     assert len(list(checkpoints.glob(".last.ckpt.*.tmp"))) == 1  # what the killed write left

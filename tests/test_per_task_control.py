@@ -132,7 +132,7 @@ def test_accumulation_resumes_exactly_at_window_boundaries(mtl_train, tmp_path):
     assert len(read_trace(tmp_path / "t0")) == 18  # 3 batches per optimizer step
     kill = ["+callbacks.kill._target_=probes.SignalAt", "+callbacks.kill.step=4"]
     run = tmp_path / "run"
-    killed = mtl_train(*args, *kill, f"hydra.run.dir={run}", cwd=tmp_path)
+    killed = mtl_train(*args, *kill, f"hydra.run.dir={run}", cwd=tmp_path, subprocess=True)
     assert killed.returncode == -9
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
     resumed = mtl_train(f"resume={run}", "~callbacks.kill", *trace(tmp_path / "t1"), cwd=tmp_path)
@@ -164,7 +164,8 @@ def test_pcgrad_on_two_processes_equals_one_process_with_the_doubled_batch(mtl_t
         "task.demo_sentiment.head.dropout=0",
     ]  # fmt: skip
     two = mtl_train(*same, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                    "data.batch_size=4", f"hydra.run.dir={tmp_path}/ddp", cwd=tmp_path)  # fmt: skip
+                    "data.batch_size=4", f"hydra.run.dir={tmp_path}/ddp", cwd=tmp_path,
+                    subprocess=True)  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
     probe = ["+callbacks.initial._target_=probes.InitialWeights",
              f"+callbacks.initial.path={tmp_path}/start.safetensors"]  # fmt: skip

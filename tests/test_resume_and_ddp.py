@@ -89,6 +89,7 @@ def test_two_process_ddp_same_task_disjoint_shards(tmp_path, mtl_train):
         *trace(tmp_path / "trace"),
         f"hydra.run.dir={tmp_path}/run",
         cwd=tmp_path,
+        subprocess=True,  # the ranks are processes
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = read_trace(tmp_path / "trace", 0), read_trace(tmp_path / "trace", 1)

@@ -127,6 +127,7 @@ def test_training_process_keeps_freed_host_memory(tmp_path, mtl_train):
         "encoder=tiny", "trainer.max_steps=1", "trainer.val_check_interval=1",
         f"hydra.run.dir={tmp_path}/run", "+callbacks.reuse._target_=probes.FreedMemoryReuse",
         f"+callbacks.reuse.path={kept}", cwd=tmp_path,
+        subprocess=True,  # in this process, an earlier run's setting would already hold
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(kept.read_text()) is True

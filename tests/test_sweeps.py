@@ -37,7 +37,7 @@ def test_joblib_runs_two_jobs_at_once(tmp_path, mtl_train):
     result = mtl_train(
         "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "seed=0,1",
         "+callbacks.timing._target_=probes.Timing", f"+callbacks.timing.path={timing}",
-        f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path,
+        f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path, subprocess=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = [json.loads(line) for line in timing.read_text().splitlines()]
