@@ -19,6 +19,11 @@ Contenders
       the whole trainer (bucketed batches, balancer, feedback, logging), timed by a callback.
     * mtl token budget: the same with `data.max_tokens=<batch x 64>`: short-text batches get
       more rows (not the same rows per batch, so it has its own line).
+    * mtl F.dropout, mtl glibc malloc (only with --only): `mtl` without one of its CPU tricks,
+      patched out in the training process: torch's `nn.Dropout`/`F.dropout` in the encoder
+      instead of mtl/dropout.py, or malloc left at glibc's defaults instead of
+      mtl/host_memory.py. Each prints `<trick>: N ms/step with, N without, ratio N.NNx`
+      (medians over rounds; the ratio is time without / time with, above 1 where it helps).
 
     All share one recipe: AdamW at 1e-4 (encoder) and 1e-3 (heads), linear warmup and decay,
     clipping at 1.0, mean pooling, the same rows per batch for every task, and the same task
@@ -37,6 +42,8 @@ and `mtl.train vs encoder alone: N%`. With --device cuda, also MFU: FLOPs per re
 Usage
     MTL_DATA_ROOT=../shared/data python benchmarks/train_throughput.py [--steps 40]
         [--warmup 5] [--rounds 3] [--batch 32] [--device cpu|cuda] [--size minilm|base]
+        [--precision bf16|fp32]
+        [--only mtl,"mtl F.dropout","mtl glibc malloc"]
 """
 
 from __future__ import annotations
@@ -177,6 +184,7 @@ def run_baseline(way: str, args: argparse.Namespace) -> dict:
     from mtl.sampling import UniformSampler
 
     tutorial, alone = way == "tutorial", way == "encoder alone"
+    bf16 = not tutorial and args.precision == "bf16"
     if alone:
         keep_freed_memory()  # as mtl.train does
     splits = workload(args.seed, 32 if alone and args.device == "cuda" else 1)  # as trainer=gpu
@@ -211,7 +219,7 @@ def run_baseline(way: str, args: argparse.Namespace) -> dict:
 
     def encode(part: dict) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask, types = (x.to(device) for x in _padded(part, MAX_LENGTH if tutorial else None))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=not tutorial):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if alone:
                 return encoder(ids, mask, types).pooled, mask
             hidden = encoder(input_ids=ids, attention_mask=mask, token_type_ids=types)[0]
@@ -227,7 +235,7 @@ def run_baseline(way: str, args: argparse.Namespace) -> dict:
         name = names[tasks.choose(step, seed=args.seed)[0]]  # the task mtl.train trains
         part = splits[name]["train"].batch(next_rows(name))
         pooled, mask = encode(part)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=not tutorial):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = splits[name]["train"].task.loss(heads[name](pooled), part["labels"].to(device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -267,8 +275,29 @@ def _padded(part: dict, length: int | None) -> tuple[torch.Tensor, ...]:
 
 # ---- mtl ------------------------------------------------------------------------------------
 
+# `mtl` without one of its CPU tricks: the standard thing in its place
+ABLATIONS = {"mtl F.dropout": "dropout", "mtl glibc malloc": "host_memory"}
 
-def run_mtl(args: argparse.Namespace, max_tokens: int | None) -> dict:
+
+def train_without(ablations: list[str], overrides: list[str]) -> None:
+    """`python -m mtl.train <overrides>` in this process, with the named tricks patched out."""
+    import runpy
+
+    import mtl.encoder
+    import mtl.host_memory
+
+    if "dropout" in ablations:
+        mtl.encoder.Dropout = torch.nn.Dropout
+        mtl.encoder.dropout = lambda x, p, training=True: torch.nn.functional.dropout(
+            x, p, training
+        )
+    if "host_memory" in ablations:
+        mtl.host_memory.keep_freed_memory = lambda: False  # glibc's defaults
+    sys.argv = ["mtl.train", *overrides]
+    runpy.run_module("mtl.train", run_name="__main__", alter_sys=True)
+
+
+def run_mtl(args: argparse.Namespace, max_tokens: int | None, ablations: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         overrides = [
@@ -286,12 +315,15 @@ def run_mtl(args: argparse.Namespace, max_tokens: int | None) -> dict:
             overrides.append(f"data.max_tokens={max_tokens}")
         if args.device == "cuda":
             overrides.append("trainer=gpu")
+        if args.precision == "fp32":
+            overrides.append("trainer.precision=32-true")
         if args.size == "base":
             overrides += ["encoder=tiny", "encoder.max_length=128",
                           *(f"encoder.{k}={v}" for k, v in BASE.items())]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT)])}
-        done = subprocess.run([sys.executable, "-m", "mtl.train", *overrides], cwd=ROOT, env=env,
-                              capture_output=True, text=True)  # fmt: skip
+        # every mtl contender starts the same way, patched or not
+        cmd = [sys.executable, __file__, "--train-worker", ",".join(ablations), *overrides]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if not out.is_file():
             sys.exit(f"the mtl run failed:\n{done.stderr[-3000:]}")
         final = json.loads((Path(tmp) / "run" / "metrics.json").read_text())["final"]
@@ -313,6 +345,9 @@ def flops_per_token(size: str, length: float) -> float:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--train-worker"]:  # ablations, then mtl.train's overrides
+        train_without([a for a in sys.argv[2].split(",") if a], sys.argv[3:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
@@ -320,6 +355,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--size", default="minilm", choices=["minilm", "base"])
+    parser.add_argument(
+        "--precision", default="bf16", choices=["bf16", "fp32"],
+        help="bf16 autocast (all but the tutorial way), or fp32 throughout",
+    )  # fmt: skip
     parser.add_argument("--only", help="comma-separated contenders (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="split, heads, row order, task draw")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -330,12 +369,15 @@ def main() -> None:
     budget = args.batch * 64
     contenders = {"tutorial": None, "careful": None, "encoder alone": None, "mtl": None,
                   "mtl token budget": budget}  # fmt: skip
-    chosen = args.only.split(",") if args.only else list(contenders)
+    contenders |= dict.fromkeys(ABLATIONS)  # not run by default: --only
+    chosen = args.only.split(",") if args.only else list(contenders)[:5]
+    if unknown := [name for name in chosen if name not in contenders]:
+        sys.exit(f"unknown contenders {unknown}; choose from {list(contenders)}")
     results: dict[str, list[dict]] = {name: [] for name in chosen}
     for r in range(args.rounds):
         for name in chosen:
             if name.startswith("mtl"):
-                result = run_mtl(args, contenders[name])
+                result = run_mtl(args, contenders[name], [ABLATIONS.get(name, "")])
             else:
                 cmd = [sys.executable, __file__, "--worker", name, *sys.argv[1:]]
                 done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -344,9 +386,12 @@ def main() -> None:
                 result = json.loads(done.stdout.strip().splitlines()[-1])
             results[name].append(result)
             rate = result["real"] / result["seconds"]
-            print(f"round {r + 1}: {name:<17} {rate:>9,.0f} real tokens/s", file=sys.stderr)
+            ms = 1000 * result["seconds"] / result["steps"]
+            print(f"round {r + 1}: {name:<17} {rate:>9,.0f} real tokens/s  {ms:.0f} ms/step",
+                  file=sys.stderr)  # fmt: skip
     print(f"{args.steps} steps after {args.warmup} warm-up, batch {args.batch}, {args.size}, "
-          f"{args.device}, seed {args.seed}, median of {args.rounds} rounds")  # fmt: skip
+          f"{args.device}, {args.precision}, seed {args.seed}, "
+          f"median of {args.rounds} rounds")  # fmt: skip
     rates = {}
     for name, runs in results.items():
         rates[name] = statistics.median(r["real"] / r["seconds"] for r in runs)
@@ -374,6 +419,13 @@ def main() -> None:
         print(f"token-budget ratio vs careful: {rates['mtl token budget'] / rates['careful']:.1f}x")
     if "mtl" in rates and "encoder alone" in rates:
         print(f"mtl.train vs encoder alone: {rates['mtl'] / rates['encoder alone']:.0%}")
+    step = {n: [r["seconds"] / r["steps"] for r in runs] for n, runs in results.items()}
+    for name, trick in ABLATIONS.items():
+        if "mtl" in step and name in step:
+            with_, without = statistics.median(step["mtl"]), statistics.median(step[name])
+            rounds = " ".join(f"{b / a:.2f}" for a, b in zip(step["mtl"], step[name], strict=True))
+            print(f"{trick}: {1000 * with_:.0f} ms/step with, {1000 * without:.0f} without, "
+                  f"ratio {without / with_:.3f}x (rounds: {rounds})")  # fmt: skip
 
 
 if __name__ == "__main__":
