@@ -4,7 +4,6 @@ import dataclasses
 import hashlib
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -12,6 +11,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from commands import run
 
 from mtl.data import datasets, formats, readers
 from mtl.data.datasets import fetch, registry, verify
@@ -22,9 +22,8 @@ SMALL = "germeval2022_text_complexity"  # 210 KiB: the set served over HTTP
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mtl.data", *args], capture_output=True, text=True, timeout=120
-    )
+    """`python -m mtl.data args...` (in this process: see commands.py)."""
+    return run("mtl.data", *args, cwd=Path.cwd())
 
 
 def leftovers(folder: Path) -> list[Path]:
