@@ -24,7 +24,7 @@ from mtl.data.loading import DataConfig
 from mtl.errors import ConfigError
 from mtl.model import OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig
-from mtl.tasks import TaskSpec
+from mtl.tasks import all_kinds
 from mtl.transfer import TransferConfig
 
 
@@ -92,4 +92,5 @@ def register() -> None:
         OmegaConf.register_new_resolver("mtl_sweep_name", sweep_name)
         OmegaConf.register_new_resolver("mtl_direction", direction)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
-    ConfigStore.instance().store(group="schema", name="task", node=TaskSpec)
+    for name, kind in all_kinds().items():  # a task file starts from schema/task/<its kind>
+        ConfigStore.instance().store(group="schema/task", name=name, node=kind.spec_type(name))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Collection, Iterable
 
 
 class MtlError(ValueError):
@@ -27,3 +29,12 @@ def require(key: str, value: object, ok: bool, allowed: str) -> None:
     finite = not isinstance(value, float) or math.isfinite(value)
     if not (ok and finite):
         raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
+
+
+def require_known(keys: Iterable[str], known: Collection[str], prefix: str, note: str = "") -> None:
+    """Refuse the first key not in `known`, naming `<prefix><key>` and the closest known key:
+    `task.x.labl: unknown key of regression tasks (did you mean task.x.label_column?)`."""
+    for key in sorted(set(keys) - set(known)):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+        raise ConfigError(f"{prefix}{key}: unknown key{note}{hint}")

@@ -93,6 +93,9 @@ def file_dataset(trained: TrainedModel, task: str, path: str, args) -> dict[str,
     if task not in trained.tasks:
         raise MtlError(f"--task: no task {task!r} (the model has {', '.join(trained.tasks)})")
     fitted = trained.tasks[task]
+    if args.label_column and not fitted.columns:
+        raise MtlError(f"--label-column: task {task!r} ({fitted.kind}) reads no labels")
+    label = {"label_column": args.label_column} if args.label_column else {}
     spec = dataclasses.replace(
         fitted.spec,
         files={"input": path},
@@ -101,7 +104,7 @@ def file_dataset(trained: TrainedModel, task: str, path: str, args) -> dict[str,
         encoding=args.encoding or fitted.spec.encoding,
         text_column=args.text_column or fitted.spec.text_column,
         text_pair_column=args.text_pair_column or fitted.spec.text_pair_column,
-        label_column=args.label_column or fitted.spec.label_column,
+        **label,
     )
     cfg = DataConfig(on_bad_row=trained.info.get("on_bad_row", "error"))
     data = load_task(task, spec, trained.tokenizer, cfg, 0, fitted, ["input"])

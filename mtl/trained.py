@@ -24,7 +24,7 @@ from torch import nn
 from mtl.encoder import Bert, BertConfig
 from mtl.errors import CheckpointError, MtlError
 from mtl.model import CHECKPOINT_FORMAT, MultiTaskModel
-from mtl.tasks import Task, parse_task_specs, task_from_state
+from mtl.tasks import Task, stored_tasks
 from mtl.tensor_files import load_data, load_safetensors
 from mtl.tokenizer import load_tokenizer, tokenizer_from_json
 
@@ -142,11 +142,7 @@ def _read_export(path: Path) -> TrainedModel:
 
 def _tasks(source: Path, described: dict) -> dict[str, Task]:
     try:
-        specs = parse_task_specs({name: t["spec"] for name, t in described.items()})
-        return {
-            name: task_from_state(name, spec, described[name]["state"])
-            for name, spec in specs.items()
-        }
+        return stored_tasks(described)
     except (MtlError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: its task descriptions cannot be read ({e})") from None
 

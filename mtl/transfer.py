@@ -65,7 +65,7 @@ def cache_features(
     if token_level:
         raise ConfigError(
             f"transfer=feature_extraction caches sentence vectors, but task {token_level[0]!r} "
-            f"({data[token_level[0]].task.type.value}) needs every token's state; freeze the "
+            f"({data[token_level[0]].task.kind}) needs every token's state; freeze the "
             "encoder without the cache instead: transfer=finetune encoder.freeze_embeddings=true "
             "encoder.freeze_layers=6 (its number of layers)"
         )

@@ -66,13 +66,22 @@ def test_task_spec_errors_name_task_and_key(tmp_path):
         parse_task_specs(cfg.task)  # schema default is checked when the run starts
     with pytest.raises(ConfigError, match=r"task\.sst2\.labels"):
         parse_task_specs({"sst2": {"type": "classification", "file": "x", "labels": 3}})
+    cfg = compose_train("task.demo_complexity.type=ranking")  # any registered kind's name
+    unknown = r"task\.demo_complexity\.type: unknown task kind 'ranking' \(known: .*classification, .*regression, .*mtl\.task_kinds"
+    with pytest.raises(ConfigError, match=unknown):
+        parse_task_specs(cfg.task)
+
+
+def test_a_key_the_kind_does_not_have_is_an_unknown_key():
     with pytest.raises(ConfigCompositionException) as refused:
-        compose_train("task.demo_complexity.type=ranking")
-    cause = str(refused.value.__cause__)
-    assert (
-        "Invalid value 'ranking', expected one of [regression, classification, multilabel" in cause
-    )
-    assert "full_key: task.demo_complexity.type" in cause
+        compose_train("task.demo_sentiment.range=[1,7]")  # a regression key
+    assert "full_key: task.demo_sentiment.range" in str(refused.value.__cause__)
+    cfg = compose_train("+task.demo_sentiment.range=[1,7]")
+    with pytest.raises(
+        ConfigError, match=r"task\.demo_sentiment\.range: unknown key of classification tasks"
+    ):
+        parse_task_specs(cfg.task)
+    assert compose_train("task.demo_complexity.range=[0,9]").task.demo_complexity.range == [0, 9]
 
 
 def test_a_whole_task_can_be_given_on_the_command_line():

@@ -237,7 +237,8 @@ def with_dataset(name: str, spec: TaskSpec, root: Path) -> TaskSpec:
                  "labels", "range"):  # fmt: skip
         if key_ in entry:
             given[key_] = entry[key_]
-    changes = {k: v for k, v in given.items() if getattr(spec, k) == getattr(defaults, k)}
+    own = {k: v for k, v in given.items() if hasattr(defaults, k)}  # the kind's keys only
+    changes = {k: v for k, v in own.items() if getattr(spec, k) == getattr(defaults, k)}
     if "group_column" in entry and spec.split.group_column is None:
         changes["split"] = dataclasses.replace(spec.split, group_column=entry["group_column"])
     return dataclasses.replace(spec, **changes)

@@ -24,7 +24,7 @@ from mtl.data.cache import TokenizedTexts, tokenize_cached
 from mtl.data.readers import Examples, ReadResult, read_examples
 from mtl.data.splits import split_indices
 from mtl.errors import DataError, require
-from mtl.tasks import Task, TaskSpec, TaskType, TextFeatures, task_type
+from mtl.tasks import Task, TaskSpec, TextFeatures, kind_named
 from mtl.tokenizer import pad_id
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def load_task(
         examples["train"] = train.subset(
             sorted(keep[: max(1, round(spec.train_fraction * len(train)))].tolist())
         )
-    task = fitted or task_type(spec).fit(name, spec, examples["train"].labels, tokenizer)
+    task = fitted or kind_named(spec.type).fit(name, spec, examples["train"].labels, tokenizer)
     if fitted is None and spec.features:  # standardized with the training rows' statistics
         task = dataclasses.replace(
             task, text_features=TextFeatures.fit(spec.features, examples["train"].texts)
@@ -257,7 +257,7 @@ def _tokenize(
 ) -> TokenizedTexts:
     tokens, hit = tokenize_cached(
         task_tokenizer(tokenizer, task.spec), ex.texts, ex.pairs,
-        Path(cfg.cache_dir) if cfg.cache_dir else None, words=task.type == TaskType.tagging,
+        Path(cfg.cache_dir) if cfg.cache_dir else None, words=task.tokenize_words,
     )  # fmt: skip
     log.info("%s/%s: %d rows, tokens %s", name, split, len(ex),
              "from cache" if hit else "computed")  # fmt: skip

@@ -23,7 +23,7 @@ from mtl.data.formats import (
     read_simpler_pairs,
 )
 from mtl.errors import DataError
-from mtl.tasks import Label, TaskSpec, task_type
+from mtl.tasks import Label, LabelledSpec, TaskSpec, kind_named
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "lines", ".conll": "conll"}
 # formats that are not tables (mtl/data/formats.py): they read their files themselves
@@ -193,9 +193,7 @@ def read_examples(
 ) -> ReadResult:
     """Read and validate one file for the task named `task`; see the module docstring."""
     fmt = detect_format(path, spec.format)
-    has_labels = task_type(spec).has_labels
-    label_columns = (spec.label_columns or [spec.label_column]) if has_labels else []
-    columns = [spec.text_column, *label_columns]
+    columns = [spec.text_column, *spec.label_sources]
     columns += [c for c in (spec.text_pair_column, group_column) if c]
     result = ReadResult(Examples(path, pairs=[] if spec.text_pair_column else None,
                                  groups=[] if group_column else None))  # fmt: skip
@@ -210,7 +208,7 @@ def read_examples(
         try:
             if problem:
                 raise ValueError(problem)
-            values, label = _validated(spec, record, columns, has_labels)
+            values, label = _validated(spec, record, columns)
         except ValueError as e:
             if not result.skip(f"{path}:{line}: {e}", on_bad_row):
                 raise DataError(f"{path}:{line}: {e}") from None
@@ -239,28 +237,31 @@ def _check_header(path: Path, task: str, header: list[str], columns: list[str]) 
 
 
 def _validated(
-    spec: TaskSpec, record: dict[str, str | None], columns: list[str], has_labels: bool = True
+    spec: TaskSpec, record: dict[str, str | None], columns: list[str]
 ) -> tuple[dict[str, str], Label]:
     """The needed columns of one record and its parsed label (None for a task without labels),
     or ValueError("column 'c': ..."). With `label_columns` the label is a tuple, None where a
     cell is empty: a missing label, left out of the loss and the metrics (a row may lack them
     all), never a bad row."""
-    labels = spec.label_columns or [spec.label_column]
+    several = isinstance(spec, LabelledSpec) and bool(spec.label_columns)
     values = {}
     for column in columns:
         value = record.get(column)
-        if value is None and not (spec.label_columns and column in labels):
+        if value is None and not (several and column in spec.label_sources):
             raise ValueError(f"column {column!r}: missing")
         value = (value or "").strip()
         if column in (spec.text_column, spec.text_pair_column) and not value:
             raise ValueError(f"column {column!r}: text is empty")
         values[column] = value
-    if not has_labels:
+    if not spec.label_sources:
         return values, None
-    parse = task_type(spec).parse_label
-    if not spec.label_columns:
-        return values, _parsed(parse, spec, spec.label_column, values[spec.label_column])
-    return values, tuple(_parsed(parse, spec, c, values[c]) if values[c] else None for c in labels)
+    parse = kind_named(spec.type).parse_label
+    if not several:
+        [column] = spec.label_sources
+        return values, _parsed(parse, spec, column, values[column])
+    return values, tuple(
+        _parsed(parse, spec, c, values[c]) if values[c] else None for c in spec.label_sources
+    )
 
 
 def _parsed(parse, spec: TaskSpec, column: str, raw: str) -> Label:

@@ -1,16 +1,22 @@
-"""The task base class: what every task type decides for itself.
+"""The task base class: what every task kind decides for itself.
+
+A kind is a subclass registered by name with its spec (`registry.register_kind`); its file
+holds everything about it: the spec's keys and their checks, how labels are read, the head,
+loss, metrics and score, the columns `mtl.predict` writes, the model card's line, and whether
+cross-validation can pool its predictions.
 
 A task is used in two phases. Reading checks each row's label on its own
 (`parse_label(spec, raw)`); then `fit(name, spec, labels, tokenizer)` learns what the training
 rows determine (classes, tags, the mean and sd of regression targets) and returns an immutable
 task. Heads are sized from a fitted task, so a model cannot be built before its data is read.
-Each task type scores itself so that higher is better; `val/score` is the weighted mean of
-the tasks' scores.
+Each kind scores itself so that higher is better; `val/score` is the weighted mean of the
+tasks' scores.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -18,9 +24,10 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from mtl.errors import ConfigError
 from mtl.heads import MLPHead
 from mtl.tasks.metrics import ColumnMetric
-from mtl.tasks.spec import Label, TaskSpec, TaskType
+from mtl.tasks.spec import Label, LabelledSpec, TaskSpec
 from mtl.tasks.text_stats import TextFeatures
 
 if TYPE_CHECKING:
@@ -30,19 +37,35 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """A fitted task: its spec plus what its training rows determined. Immutable."""
+    """A fitted task: its spec plus what its training rows determined. Immutable.
+
+    The defaults suit a kind with a value per text and per label column (`predict` gives it in
+    the label scale); kinds with other outputs override what differs."""
 
     name: str
     spec: TaskSpec
     text_features: TextFeatures | None = field(default=None, kw_only=True)  # head inputs
-    type: ClassVar[TaskType]
+    kind: ClassVar[str]  # the registered name (`type:` in a spec)
+    spec_type: ClassVar[type[TaskSpec]]  # the kind's spec
     level: ClassVar[str] = "sentence"  # a label per text, or "token": per word or word piece
-    has_labels: ClassVar[bool] = True  # False: the texts alone (masked LM)
+    tokenize_words: ClassVar[bool] = False  # texts are words joined by spaces, a label per word
+    cross_validates: ClassVar[bool] = False  # one prediction per row that folds can pool
     default_score_weight: ClassVar[float] = 1.0
 
-    @staticmethod
-    def check_spec(name: str, spec: TaskSpec) -> None:
-        """Refuse settings this task type cannot use, naming the key."""
+    @property
+    def type(self) -> SimpleNamespace:
+        """`type.value`: the kind's name, as mtl/train.py still reads it (else: `kind`)."""
+        return SimpleNamespace(value=self.kind)
+
+    @classmethod
+    def check_spec(cls, name: str, spec: TaskSpec) -> None:
+        """Refuse settings this kind cannot use, naming the key."""
+        spec.check(name)
+        if spec.features and cls.level != "sentence":
+            raise ConfigError(
+                f"task.{name}.features: text statistics feed heads with a label per text, not a "
+                f"{cls.kind} task"
+            )
 
     @staticmethod
     def parse_label(spec: TaskSpec, raw: str) -> Label:
@@ -62,12 +85,12 @@ class Task:
     def state(self) -> dict:
         """What a checkpoint needs to rebuild this task's head and label mapping (JSON)."""
         if self.text_features is None:
-            return {"type": self.type.value}
-        return {"type": self.type.value, "text_features": self.text_features.state()}
+            return {"type": self.kind}
+        return {"type": self.kind, "text_features": self.text_features.state()}
 
     @classmethod
     def score_weight_of(cls, spec: TaskSpec) -> float:
-        """A task's weight in val/score: its spec's, else its type's default."""
+        """A task's weight in val/score: its spec's, else its kind's default."""
         return cls.default_score_weight if spec.score_weight is None else spec.score_weight
 
     @property
@@ -78,12 +101,12 @@ class Task:
     def columns(self) -> list[str]:
         """The label columns: the first is the task's own target (its metrics, its score);
         more (`label_columns`) are further targets, reported as <column>/<metric>."""
-        return list(self.spec.label_columns or [self.spec.label_column])
+        return self.spec.label_sources
 
     @property
     def multi(self) -> bool:
         """Targets (N, K) with missing labels allowed, instead of (N,)."""
-        return self.spec.label_columns is not None
+        return isinstance(self.spec, LabelledSpec) and self.spec.label_columns is not None
 
     def head(self, encoder: Bert) -> nn.Module:
         """The task's head on the shared encoder."""
@@ -148,3 +171,50 @@ class Task:
     def score(self, values: dict[str, float]) -> float:
         """The task's contribution to val/score (higher is better)."""
         raise NotImplementedError
+
+    # ---- what mtl.predict, mtl.export and cross-validation show of the task ----------------
+
+    def target_keys(self, name: str) -> list[str]:
+        """A prediction's key per label column: `<task>`, then `<task>_<column>` for more."""
+        return [name if j == 0 else f"{name}_{column}" for j, column in enumerate(self.columns)]
+
+    def prediction_columns(self, name: str) -> list[str]:
+        """The columns `mtl.predict` writes for this task (named `name`), in order."""
+        return self.target_keys(name)
+
+    def ensemble_output(self, output: Tensor, reference: Task) -> Tensor:
+        """What an ensemble averages over its models, from a batch's head output: (B, K)
+        values in the label scale, in `reference`'s (the first model's task's) order."""
+        values = self.predict(output).float()
+        return values if self.multi else values.unsqueeze(-1)
+
+    def prediction_rows(self, name: str, mean: Tensor) -> list[dict]:
+        """Each row's `prediction_columns` from the models' mean `ensemble_output`."""
+        return [dict(zip(self.target_keys(name), row, strict=True)) for row in mean.tolist()]
+
+    def averages_with(self, other: Task) -> bool:
+        """Whether `other`, this task in another model of an ensemble, has the same outputs."""
+        return type(other) is type(self) and other.columns == self.columns
+
+    def describe_output(self) -> str:
+        """What the task predicts, for the model card's task table."""
+        return f"a value per label column ({', '.join(self.columns)})"
+
+    def label_text(self, value: float) -> str:
+        """A prediction or encoded label as cross-validation's out-of-fold file writes it."""
+        return f"{value:.6g}"
+
+
+def label_order(labels: tuple[str, ...], reference: tuple[str, ...]) -> list[int]:
+    """The indices that put outputs in `labels`' order into `reference`'s order."""
+    return [labels.index(label) for label in reference]
+
+
+def probability_keys(key: str, labels: tuple[str, ...]) -> list[str]:
+    """The columns of each label's probability: `<key>_prob_<label>`."""
+    return [f"{key}_prob_{label}" for label in labels]
+
+
+def quoted(labels: tuple[str, ...]) -> str:
+    """Labels as the model card lists them: `a`, `b`."""
+    return ", ".join(f"`{label}`" for label in labels)

@@ -13,12 +13,24 @@ from torch import Tensor
 from torchmetrics import Accuracy, F1Score, MetricCollection
 
 from mtl.errors import ConfigError, DataError
-from mtl.tasks.base import Task
-from mtl.tasks.spec import Label, Loss, TaskSpec, TaskType
+from mtl.tasks.base import Task, label_order, probability_keys, quoted
+from mtl.tasks.registry import register_kind
+from mtl.tasks.spec import Label, LabelledSpec
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class ClassificationSpec(LabelledSpec):
+    labels: list[str] | None = None  # the classes as in the file, in their order
+
+    def check(self, name: str) -> None:
+        super().check(name)
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"task.{name}.labels: duplicate values in {self.labels}")
+
+
+@register_kind("classification", ClassificationSpec)
 @dataclass(frozen=True, eq=False)
 class ClassificationTask(Task):
     """Single-label classification with cross-entropy. Score: macro-F1.
@@ -27,18 +39,12 @@ class ClassificationTask(Task):
     order of first appearance; a label outside them (in any split) is a bad row.
     """
 
+    spec: ClassificationSpec
     labels: tuple[str, ...] = ()
-    type: ClassVar[TaskType] = TaskType.classification
+    cross_validates: ClassVar[bool] = True
 
     @staticmethod
-    def check_spec(name: str, spec: TaskSpec) -> None:
-        if (spec.loss or Loss.cross_entropy) != Loss.cross_entropy:
-            raise ConfigError(f"task.{name}.loss: classification supports only cross_entropy")
-        if spec.labels is not None and len(set(spec.labels)) != len(spec.labels):
-            raise ConfigError(f"task.{name}.labels: duplicate values in {spec.labels}")
-
-    @staticmethod
-    def parse_label(spec: TaskSpec, raw: str) -> str:
+    def parse_label(spec: ClassificationSpec, raw: str) -> str:
         label = raw.strip()
         if not label:
             raise ValueError("label is empty")
@@ -48,7 +54,11 @@ class ClassificationTask(Task):
 
     @classmethod
     def fit(
-        cls, name: str, spec: TaskSpec, labels: list[Label], tokenizer: Tokenizer | None = None
+        cls,
+        name: str,
+        spec: ClassificationSpec,
+        labels: list[Label],
+        tokenizer: Tokenizer | None = None,
     ) -> ClassificationTask:
         cells = [v for row in labels for v in (row if isinstance(row, tuple) else (row,))]
         seen = list(dict.fromkeys(str(v) for v in cells if v is not None))
@@ -64,7 +74,7 @@ class ClassificationTask(Task):
         return cls(name, spec, labels=classes)
 
     @classmethod
-    def from_state(cls, name: str, spec: TaskSpec, state: dict) -> ClassificationTask:
+    def from_state(cls, name: str, spec: ClassificationSpec, state: dict) -> ClassificationTask:
         return cls(name, spec, labels=tuple(state["labels"]))
 
     def state(self) -> dict:
@@ -125,3 +135,32 @@ class ClassificationTask(Task):
 
     def score(self, values: dict[str, float]) -> float:
         return values["f1"]
+
+    def prediction_columns(self, name: str) -> list[str]:
+        """Per label column its class, then each class's probability (`<key>_prob_<class>`)."""
+        keys = self.target_keys(name)
+        return [c for key in keys for c in (key, *probability_keys(key, self.labels))]
+
+    def ensemble_output(self, output: Tensor, reference: Task) -> Tensor:
+        """(B, K, C) class probabilities, the classes in `reference`'s order."""
+        probs = self.probabilities(output)
+        probs = probs if self.multi else probs.unsqueeze(1)
+        return probs[..., label_order(self.labels, reference.labels)]  # type: ignore[attr-defined]
+
+    def prediction_rows(self, name: str, mean: Tensor) -> list[dict]:
+        rows: list[dict] = [{} for _ in range(len(mean))]
+        for j, key in enumerate(self.target_keys(name)):
+            probs = mean[:, j]
+            for row, best, p in zip(rows, probs.argmax(-1).tolist(), probs.tolist(), strict=True):
+                row[key] = self.labels[best]
+                row.update(zip(probability_keys(key, self.labels), p, strict=True))
+        return rows
+
+    def averages_with(self, other: Task) -> bool:
+        return super().averages_with(other) and set(other.labels) == set(self.labels)  # type: ignore[attr-defined]
+
+    def describe_output(self) -> str:
+        return f"one of {quoted(self.labels)}"
+
+    def label_text(self, value: float) -> str:
+        return self.labels[int(value)]

@@ -12,10 +12,11 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from mtl.errors import ConfigError, DataError
+from mtl.errors import DataError, require
 from mtl.heads import MaskedLMHead
 from mtl.tasks.base import Task
-from mtl.tasks.spec import Label, Loss, TaskSpec, TaskType
+from mtl.tasks.registry import register_kind
+from mtl.tasks.spec import Label, TaskSpec
 
 if TYPE_CHECKING:
     from mtl.data.cache import TokenizedTexts
@@ -24,6 +25,17 @@ IGNORE = -100  # a position that was not chosen: no target
 SPECIAL = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")  # never chosen
 
 
+@dataclass
+class MaskedLMSpec(TaskSpec):
+    mask_probability: float = 0.15  # the share of word pieces chosen for prediction
+
+    def check(self, name: str) -> None:
+        super().check(name)
+        p = self.mask_probability
+        require(f"task.{name}.mask_probability", p, 0 < p < 1, "in (0, 1)")
+
+
+@register_kind("mlm", MaskedLMSpec)
 @dataclass(frozen=True, eq=False)
 class MaskedLMTask(Task):
     """BERT's masked LM (Devlin et al. 2019): `mask_probability` (15%) of each text's word
@@ -38,25 +50,15 @@ class MaskedLMTask(Task):
     encoder without deciding which checkpoint is best. Metrics: loss (cross-entropy at the
     chosen positions) and accuracy. Score: accuracy."""
 
+    spec: MaskedLMSpec
     mask_id: int = 0
     vocab_size: int = 0
     special_ids: tuple[int, ...] = ()
-    type: ClassVar[TaskType] = TaskType.mlm
     level: ClassVar[str] = "token"
-    has_labels: ClassVar[bool] = False
     default_score_weight: ClassVar[float] = 0.0
 
-    @staticmethod
-    def check_spec(name: str, spec: TaskSpec) -> None:
-        if (spec.loss or Loss.cross_entropy) != Loss.cross_entropy:
-            raise ConfigError(f"task.{name}.loss: mlm supports only cross_entropy")
-        if not 0 < spec.mask_probability < 1:
-            raise ConfigError(
-                f"task.{name}.mask_probability: must be in (0, 1), got {spec.mask_probability}"
-            )
-
     @classmethod
-    def fit(cls, name: str, spec: TaskSpec, labels: list[Label], tokenizer: Tokenizer) -> Task:
+    def fit(cls, name: str, spec: MaskedLMSpec, labels: list[Label], tokenizer: Tokenizer) -> Task:
         mask_id = tokenizer.token_to_id("[MASK]")
         if mask_id is None:
             raise DataError(f"task.{name}: the tokenizer has no [MASK] token to mask with")
@@ -64,7 +66,7 @@ class MaskedLMTask(Task):
         return cls(name, spec, mask_id, tokenizer.get_vocab_size(), special)
 
     @classmethod
-    def from_state(cls, name: str, spec: TaskSpec, state: dict) -> MaskedLMTask:
+    def from_state(cls, name: str, spec: MaskedLMSpec, state: dict) -> MaskedLMTask:
         return cls(name, spec, state["mask_id"], state["vocab_size"], tuple(state["special_ids"]))
 
     def state(self) -> dict:
@@ -138,6 +140,9 @@ class MaskedLMTask(Task):
 
     def score(self, values: dict[str, float]) -> float:
         return values["accuracy"]
+
+    def describe_output(self) -> str:
+        return "masked word pieces (trains the encoder; not predicted)"
 
 
 def _row_seed(seed: int, key: str, task: str, row: int) -> int:

@@ -13,11 +13,25 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelF1Score
 
-from mtl.errors import ConfigError, DataError
-from mtl.tasks.base import Task
-from mtl.tasks.spec import Label, Loss, TaskSpec, TaskType
+from mtl.errors import DataError, require
+from mtl.tasks.base import Task, label_order, probability_keys, quoted
+from mtl.tasks.registry import register_kind
+from mtl.tasks.spec import Label, LabelledSpec
 
 
+@dataclass
+class MultilabelSpec(LabelledSpec):
+    labels: list[str] | None = None  # the label set as in the file, in its order
+    label_delimiter: str = ";"  # labels in one cell, e.g. "price;service"
+    threshold: float = 0.5  # a label is predicted above this probability
+
+    def check(self, name: str) -> None:
+        super().check(name)
+        threshold = self.threshold
+        require(f"task.{name}.threshold", threshold, 0 < threshold < 1, "in (0, 1)")
+
+
+@register_kind("multilabel", MultilabelSpec)
 @dataclass(frozen=True, eq=False)
 class MultilabelTask(Task):
     """Sigmoid and binary cross-entropy per label; a label is predicted above `threshold`.
@@ -25,19 +39,12 @@ class MultilabelTask(Task):
     cell: none of them) or as one 0/1 column per label (`label_columns`; an empty cell is a
     missing label). Metrics: micro- and macro-F1 over the labels. Score: macro-F1."""
 
+    spec: MultilabelSpec
     labels: tuple[str, ...] = ()
-    type: ClassVar[TaskType] = TaskType.multilabel
     IGNORE: ClassVar[int] = -1  # a missing label, for the metrics
 
     @staticmethod
-    def check_spec(name: str, spec: TaskSpec) -> None:
-        if (spec.loss or Loss.bce) != Loss.bce:
-            raise ConfigError(f"task.{name}.loss: multilabel supports only bce")
-        if not 0 < spec.threshold < 1:
-            raise ConfigError(f"task.{name}.threshold: must be in (0, 1), got {spec.threshold}")
-
-    @staticmethod
-    def parse_label(spec: TaskSpec, raw: str) -> Label:
+    def parse_label(spec: MultilabelSpec, raw: str) -> Label:
         if spec.label_columns:  # one 0/1 cell of a label's column
             if raw.strip() not in ("0", "1"):
                 raise ValueError(f"label {raw!r} is not 0 or 1")
@@ -50,7 +57,11 @@ class MultilabelTask(Task):
 
     @classmethod
     def fit(
-        cls, name: str, spec: TaskSpec, labels: list[Label], tokenizer: Tokenizer | None = None
+        cls,
+        name: str,
+        spec: MultilabelSpec,
+        labels: list[Label],
+        tokenizer: Tokenizer | None = None,
     ) -> MultilabelTask:
         if spec.label_columns:
             found = tuple(spec.label_columns)
@@ -61,7 +72,7 @@ class MultilabelTask(Task):
         return cls(name, spec, labels=found)
 
     @classmethod
-    def from_state(cls, name: str, spec: TaskSpec, state: dict) -> MultilabelTask:
+    def from_state(cls, name: str, spec: MultilabelSpec, state: dict) -> MultilabelTask:
         return cls(name, spec, labels=tuple(state["labels"]))
 
     def state(self) -> dict:
@@ -121,3 +132,27 @@ class MultilabelTask(Task):
 
     def score(self, values: dict[str, float]) -> float:
         return values["f1_macro"]
+
+    def prediction_columns(self, name: str) -> list[str]:
+        """The labels above the threshold (joined by the delimiter), then each label's
+        probability (`<task>_prob_<label>`)."""
+        return [name, *probability_keys(name, self.labels)]
+
+    def ensemble_output(self, output: Tensor, reference: Task) -> Tensor:
+        """(B, L) label probabilities, the labels in `reference`'s order."""
+        order = label_order(self.labels, reference.labels)  # type: ignore[attr-defined]
+        return self.probabilities(output)[:, order]
+
+    def prediction_rows(self, name: str, mean: Tensor) -> list[dict]:
+        rows = []
+        for p in mean.tolist():
+            above = [c for c, q in zip(self.labels, p, strict=True) if q > self.spec.threshold]
+            row = {name: self.spec.label_delimiter.join(above)}
+            rows.append(row | dict(zip(probability_keys(name, self.labels), p, strict=True)))
+        return rows
+
+    def averages_with(self, other: Task) -> bool:
+        return super().averages_with(other) and set(other.labels) == set(self.labels)  # type: ignore[attr-defined]
+
+    def describe_output(self) -> str:
+        return f"any of {quoted(self.labels)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 from typing import ClassVar
 
 import torch
@@ -19,12 +20,33 @@ from torchmetrics import (
     SpearmanCorrCoef,
 )
 
-from mtl.errors import ConfigError
+from mtl.errors import require
 from mtl.tasks.base import Task
 from mtl.tasks.metrics import MappedRMSE
-from mtl.tasks.spec import FLOAT32_MAX, Label, Loss, TaskSpec, TaskType
+from mtl.tasks.registry import register_kind
+from mtl.tasks.spec import FLOAT32_MAX, Label, LabelledSpec
 
 
+class RegressionLoss(str, Enum):
+    mse = "mse"
+    huber = "huber"
+    l1 = "l1"
+
+
+@dataclass
+class RegressionSpec(LabelledSpec):
+    range: list[float] | None = None  # [low, high]; labels outside are bad rows
+    loss: RegressionLoss = RegressionLoss.mse
+    mapped_rmse: bool = False  # also RMSE after a cubic map to the labels (GermEval)
+
+    def check(self, name: str) -> None:
+        super().check(name)
+        bounds = self.range
+        ok = bounds is None or (len(bounds) == 2 and bounds[0] < bounds[1])
+        require(f"task.{name}.range", bounds, ok, "[low, high]")
+
+
+@register_kind("regression", RegressionSpec)
 @dataclass(frozen=True, eq=False)
 class RegressionTask(Task):
     """Scalar targets, standardized with the training mean and sd: the head predicts (y - μ) / σ
@@ -33,25 +55,18 @@ class RegressionTask(Task):
     Score: R² = 1 − MSE / Var(y), so 0 is "always predict the mean" and 1 is perfect.
     """
 
+    spec: RegressionSpec
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
-    type: ClassVar[TaskType] = TaskType.regression
+    cross_validates: ClassVar[bool] = True
     LOSSES: ClassVar[dict] = {
-        Loss.mse: F.mse_loss, Loss.huber: F.smooth_l1_loss, Loss.l1: F.l1_loss
-    }  # fmt: skip
+        RegressionLoss.mse: F.mse_loss,
+        RegressionLoss.huber: F.smooth_l1_loss,
+        RegressionLoss.l1: F.l1_loss,
+    }
 
     @staticmethod
-    def check_spec(name: str, spec: TaskSpec) -> None:
-        if (spec.loss or Loss.mse) not in RegressionTask.LOSSES:
-            raise ConfigError(
-                f"task.{name}.loss: {spec.loss.value!r} is not a regression loss "  # type: ignore[union-attr]
-                f"(mse, huber or l1)"
-            )
-        if spec.range is not None and (len(spec.range) != 2 or spec.range[0] >= spec.range[1]):
-            raise ConfigError(f"task.{name}.range: must be [low, high], got {spec.range}")
-
-    @staticmethod
-    def parse_label(spec: TaskSpec, raw: str) -> float:
+    def parse_label(spec: RegressionSpec, raw: str) -> float:
         try:
             value = float(raw)
         except ValueError:
@@ -67,7 +82,11 @@ class RegressionTask(Task):
 
     @classmethod
     def fit(
-        cls, name: str, spec: TaskSpec, labels: list[Label], tokenizer: Tokenizer | None = None
+        cls,
+        name: str,
+        spec: RegressionSpec,
+        labels: list[Label],
+        tokenizer: Tokenizer | None = None,
     ) -> RegressionTask:
         rows = [row if isinstance(row, tuple) else (row,) for row in labels]
         means, stds = [], []
@@ -79,7 +98,7 @@ class RegressionTask(Task):
         return cls(name, spec, mean=tuple(means), std=tuple(stds))
 
     @classmethod
-    def from_state(cls, name: str, spec: TaskSpec, state: dict) -> RegressionTask:
+    def from_state(cls, name: str, spec: RegressionSpec, state: dict) -> RegressionTask:
         as_tuple = lambda v: tuple(map(float, v)) if isinstance(v, list) else (float(v),)  # noqa: E731
         return cls(name, spec, mean=as_tuple(state["mean"]), std=as_tuple(state["std"]))
 
@@ -111,7 +130,7 @@ class RegressionTask(Task):
 
     def loss(self, output: Tensor, targets: Tensor) -> Tensor:
         mean, std = self._scale(output)
-        loss = self.LOSSES[self.spec.loss or Loss.mse]
+        loss = self.LOSSES[self.spec.loss]
         if not self.multi:
             return loss(output.squeeze(-1).float(), (targets.float() - mean[0]) / std[0])
         seen = ~self.missing(targets)  # (B, K)
@@ -142,3 +161,10 @@ class RegressionTask(Task):
 
     def score(self, values: dict[str, float]) -> float:
         return values["r2"]
+
+    def describe_output(self) -> str:
+        bounds = self.spec.range
+        scale = f" in [{bounds[0]}, {bounds[1]}]" if bounds else ""
+        columns = zip(self.columns, self.mean, self.std, strict=True)
+        stats = ", ".join(f"{c}: mean {m:.3f}, sd {d:.3f}" for c, m, d in columns)
+        return f"a number{scale} per label column (training {stats})"

@@ -15,9 +15,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from mtl.errors import ConfigError, DataError
 from mtl.heads import TokenHead
-from mtl.tasks.base import Task
+from mtl.tasks.base import Task, quoted
 from mtl.tasks.metrics import SpanF1
-from mtl.tasks.spec import Label, Loss, TaskSpec, TaskType
+from mtl.tasks.registry import register_kind
+from mtl.tasks.spec import Label, LabelledSpec
 
 if TYPE_CHECKING:
     from mtl.data.cache import TokenizedTexts
@@ -26,6 +27,20 @@ log = logging.getLogger(__name__)
 IGNORE = -100  # a word piece without a tag: not a word's first piece, special, or padding
 
 
+@dataclass
+class TaggingSpec(LabelledSpec):
+    labels: list[str] | None = None  # the tag set as in the files, in its order
+
+    def check(self, name: str) -> None:
+        super().check(name)
+        if self.label_columns is not None:
+            raise ConfigError(
+                f"task.{name}.label_columns: a tagging task reads its tags from one column "
+                "(label_column)"
+            )
+
+
+@register_kind("tagging", TaggingSpec)
 @dataclass(frozen=True, eq=False)
 class TaggingTask(Task):
     """Each word's tag is predicted on its first word piece (the others, and special tokens,
@@ -34,17 +49,13 @@ class TaggingTask(Task):
     definition: a BIO entity counts only with its exact type and extent) and token accuracy.
     Score: span F1."""
 
+    spec: TaggingSpec
     labels: tuple[str, ...] = ()  # the tag set
-    type: ClassVar[TaskType] = TaskType.tagging
     level: ClassVar[str] = "token"
+    tokenize_words: ClassVar[bool] = True
 
     @staticmethod
-    def check_spec(name: str, spec: TaskSpec) -> None:
-        if (spec.loss or Loss.cross_entropy) != Loss.cross_entropy:
-            raise ConfigError(f"task.{name}.loss: tagging supports only cross_entropy")
-
-    @staticmethod
-    def parse_label(spec: TaskSpec, raw: str) -> tuple[str, ...]:
+    def parse_label(spec: TaggingSpec, raw: str) -> tuple[str, ...]:
         tags = tuple(raw.split(" "))
         unknown = [t for t in tags if spec.labels and t not in spec.labels]
         if unknown:
@@ -53,7 +64,7 @@ class TaggingTask(Task):
 
     @classmethod
     def fit(
-        cls, name: str, spec: TaskSpec, labels: list[Label], tokenizer: Tokenizer | None = None
+        cls, name: str, spec: TaggingSpec, labels: list[Label], tokenizer: Tokenizer | None = None
     ) -> TaggingTask:
         tags = tuple(spec.labels or dict.fromkeys(t for row in labels for t in row))
         if len(tags) < 2:
@@ -61,7 +72,7 @@ class TaggingTask(Task):
         return cls(name, spec, labels=tags)
 
     @classmethod
-    def from_state(cls, name: str, spec: TaskSpec, state: dict) -> TaggingTask:
+    def from_state(cls, name: str, spec: TaggingSpec, state: dict) -> TaggingTask:
         return cls(name, spec, labels=tuple(state["labels"]))
 
     def state(self) -> dict:
@@ -131,3 +142,6 @@ class TaggingTask(Task):
 
     def score(self, values: dict[str, float]) -> float:
         return values["f1"]
+
+    def describe_output(self) -> str:
+        return f"a tag per word: {quoted(self.labels)}"
