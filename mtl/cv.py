@@ -34,7 +34,7 @@ from mtl import trained
 from mtl.errors import ConfigError, require
 from mtl.evaluate import predictions, split_datasets
 from mtl.io import atomic_write_text
-from mtl.tasks import ClassificationTask
+from mtl.tasks import all_kinds, kind_named
 from mtl.trained import ENSEMBLE_FILE
 
 
@@ -62,10 +62,12 @@ def cross_validate(cfg: DictConfig, train) -> dict:
             f"cv.task: {cv.task!r} is not one of the run's tasks ({', '.join(cfg.task)}); name "
             "the task whose rows are folded"
         )
-    if cfg.task[name].get("type") not in ("regression", "classification"):
+    kind = kind_named(str(cfg.task[name].get("type")), f"task.{name}.type")
+    if not kind.cross_validates:
+        pooled_kinds = [k for k, cls in all_kinds().items() if cls.cross_validates]
         raise ConfigError(
-            f"cv.task: {name} is a {cfg.task[name].get('type')} task; cross-validation pools "
-            "one prediction per row of a regression or classification task"
+            f"cv.task: {name} is a {kind.kind} task; cross-validation pools one prediction per "
+            f"row of a task of a kind that allows it ({', '.join(pooled_kinds)})"
         )
     if not cfg.task[name].get("file"):
         raise ConfigError(
@@ -151,11 +153,7 @@ def _oof_csv(task, pooled: list) -> str:
         if task.multi:  # the task's own (first) label column
             predicted, labels = predicted[:, 0], labels[:, 0]
         for row, (p, y) in enumerate(zip(predicted.tolist(), labels.tolist(), strict=True)):
-            if isinstance(task, ClassificationTask):
-                p, y = task.labels[int(p)], task.labels[int(y)]
-            else:
-                p, y = f"{p:.6g}", f"{y:.6g}"
-            writer.writerow([k, row, y, p])
+            writer.writerow([k, row, task.label_text(y), task.label_text(p)])
     return buffer.getvalue()
 
 

@@ -21,13 +21,7 @@ from mtl.errors import MtlError
 from mtl.io import atomic_write_text, fresh_directory
 from mtl.model import CHECKPOINT_FORMAT
 from mtl.pretrained import save_pretrained
-from mtl.tasks import (
-    ClassificationTask,
-    MultilabelTask,
-    RegressionTask,
-    TaggingTask,
-    spec_dict,
-)
+from mtl.tasks import spec_dict
 from mtl.tensor_files import atomic_save_safetensors
 from mtl.trained import EXPORT_FILE, HEADS_FILE, TrainedModel, load
 
@@ -73,25 +67,11 @@ def model_card(trained: TrainedModel, out: Path) -> str:
         "| --- | --- | --- | --- |",
     ]
     for name, task in trained.tasks.items():
-        labels = ", ".join(f"`{label}`" for label in getattr(task, "labels", ()))
-        if isinstance(task, ClassificationTask):
-            predicts = f"one of {labels}"
-        elif isinstance(task, RegressionTask):
-            scale = f" in [{task.spec.range[0]}, {task.spec.range[1]}]" if task.spec.range else ""
-            columns = zip(task.columns, task.mean, task.std, strict=True)
-            stats = ", ".join(f"{c}: mean {m:.3f}, sd {d:.3f}" for c, m, d in columns)
-            predicts = f"a number{scale} per label column (training {stats})"
-        elif isinstance(task, MultilabelTask):
-            predicts = f"any of {labels}"
-        elif isinstance(task, TaggingTask):
-            predicts = f"a tag per word: {labels}"
-        else:
-            predicts = "masked word pieces (trains the encoder; not predicted)"
         text = f"`{task.spec.text_column}`"
         text += f" + `{task.spec.text_pair_column}`" if task.spec.text_pair_column else ""
         if task.spec.features:
             text += f", with text statistics {', '.join(task.spec.features)}"
-        lines.append(f"| {name} | {task.type.value} | {predicts} | {text} |")
+        lines.append(f"| {name} | {task.kind} | {task.describe_output()} | {text} |")
     lines += ["", "## Data", "", "| task | split | file | rows |", "| --- | --- | --- | --- |"]
     for name, splits in info.get("data", {}).items():
         for split, entry in splits.items():

@@ -1,16 +1,17 @@
 """Predict with trained models: `python -m mtl.predict MODEL... --input FILE|- [options]`.
 
 Input: CSV, TSV or JSON Lines (by suffix or --format), or plain text lines (`.txt`,
-`--format lines`, and stdin by default). Output: the input rows with, per task, the value in
-the label scale in a column named after the task (regression; clamped to the task's range),
-or the label in `<task>` and each class's probability in `<task>_prob_<label>`
-(classification), or the labels above the threshold (joined by the task's delimiter) in
-`<task>` and each label's probability in `<task>_prob_<label>` (multilabel). Token-level
-tasks (tagging, mlm) are not predicted here. CSV, TSV or JSON Lines by the output's suffix;
-JSON Lines on stdout by default. An empty text is refused (file, line and column named), as
-in training.
+`--format lines`, and stdin by default). Output: the input rows with each task's columns, as
+its kind names and fills them (`Task.prediction_columns`): the value in the label scale in a
+column named after the task (regression; clamped to the task's range), or the label in
+`<task>` and each class's probability in `<task>_prob_<label>` (classification), or the
+labels above the threshold (joined by the task's delimiter) in `<task>` and each label's
+probability in `<task>_prob_<label>` (multilabel). Token-level tasks (tagging, mlm) are not
+predicted here. CSV, TSV or JSON Lines by the output's suffix; JSON Lines on stdout by
+default. An empty text is refused (file, line and column named), as in training.
 
-Several models form an ensemble: regression values and probabilities are averaged.
+Several models form an ensemble: what each kind averages (regression values, probabilities)
+is averaged.
 Rows are tokenized once, sorted by length and batched, so padding stays small; the output
 keeps the input order.
 
@@ -38,7 +39,7 @@ from mtl.data.readers import FORMATS as READ_FORMATS
 from mtl.data.readers import Table, read_table
 from mtl.errors import MtlError
 from mtl.io import atomic_write_text
-from mtl.tasks import ClassificationTask, MultilabelTask, Task
+from mtl.tasks import Task
 from mtl.tokenizer import pad_id
 from mtl.trained import TrainedModel, load_all
 
@@ -71,20 +72,8 @@ class Predictor:
         return [name for name, task in self.tasks.items() if task.level == "sentence"]
 
     def columns(self, tasks: list[str]) -> list[str]:
-        """The output columns of `tasks`, in order: per target, its value (or label and class
-        probabilities); a task's further label columns as <task>_<column>."""
-        out = []
-        for name in tasks:
-            task = self.tasks[name]
-            if isinstance(task, MultilabelTask):
-                out += [name, *(f"{name}_prob_{label}" for label in task.labels)]
-                continue
-            for j, column in enumerate(task.columns):
-                key = name if j == 0 else f"{name}_{column}"
-                out.append(key)
-                if isinstance(task, ClassificationTask):
-                    out += [f"{key}_prob_{label}" for label in task.labels]
-        return out
+        """The output columns of `tasks`, in order, as each task's kind names them."""
+        return [c for name in tasks for c in self.tasks[name].prediction_columns(name)]
 
     def predict(
         self,
@@ -102,33 +91,17 @@ class Predictor:
         ]
         rows: list[dict] = [{} for _ in texts]
         for name in tasks:
-            task = self.tasks[name]
-            mean = torch.stack([out[name] for out in outputs]).mean(0)  # (N, K) or (N, K, C)
-            if isinstance(task, MultilabelTask):  # mean: (N, L) probabilities
-                threshold = task.spec.threshold
-                for row, p in zip(rows, mean.tolist(), strict=True):
-                    above = [c for c, q in zip(task.labels, p, strict=True) if q > threshold]
-                    row[name] = task.spec.label_delimiter.join(above)
-                    row.update(zip((f"{name}_prob_{c}" for c in task.labels), p, strict=True))
-                continue
-            for j, column in enumerate(task.columns):
-                key = name if j == 0 else f"{name}_{column}"
-                if isinstance(task, ClassificationTask):
-                    probs = mean[:, j]
-                    best = probs.argmax(-1).tolist()
-                    for row, b, p in zip(rows, best, probs.tolist(), strict=True):
-                        row[key] = task.labels[b]
-                        row.update(zip((f"{key}_prob_{c}" for c in task.labels), p, strict=True))
-                else:
-                    for row, value in zip(rows, mean[:, j].tolist(), strict=True):
-                        row[key] = value
+            mean = torch.stack([out[name] for out in outputs]).mean(0)
+            predicted = self.tasks[name].prediction_rows(name, mean)
+            for row, values in zip(rows, predicted, strict=True):
+                row.update(values)
         return rows
 
     def _check(self, tasks: list[str]) -> None:
         token_level = [t for t in tasks if t in self.tasks and self.tasks[t].level == "token"]
         if token_level:
             raise MtlError(
-                f"task {token_level[0]!r} is {self.tasks[token_level[0]].type.value}: only tasks "
+                f"task {token_level[0]!r} is {self.tasks[token_level[0]].kind}: only tasks "
                 f"with a label per text are predicted ({', '.join(self.predictable)})"
             )
         for member in self.members:
@@ -139,10 +112,7 @@ class Predictor:
                     f"{', '.join(member.tasks)})"
                 )
             for name in tasks:
-                mine, first = member.tasks[name], self.tasks[name]
-                if type(mine) is not type(first) or set(getattr(mine, "labels", ())) != set(
-                    getattr(first, "labels", ())
-                ):
+                if not self.tasks[name].averages_with(member.tasks[name]):
                     raise MtlError(
                         f"{member.source}: task {name!r} differs from the first model's (type or "
                         "classes); an ensemble needs the same tasks"
@@ -158,7 +128,7 @@ class Predictor:
         batch_size: int | None,
         progress: bool,
     ) -> dict:
-        """Per task, as `_task_output` gives them for each batch: (N, K), (N, K, C) or (N, L)."""
+        """Per task, its kind's `ensemble_output` of every row, e.g. (N, K) or (N, K, C)."""
         results: dict[str, torch.Tensor] = {}
         by_tokenizer: dict[int | None, list[str]] = {}  # tasks grouped by their max_length
         for name in tasks:
@@ -176,7 +146,8 @@ class Predictor:
                     for name in group:
                         part = self._with_text_features(member.tasks[name], batch, texts, rows)
                         output = member.model.heads[name](encoded, member.model.encoder, part)
-                        out = self._task_output(member, name, output)
+                        task, reference = member.tasks[name], self.tasks[name]
+                        out = task.ensemble_output(output, reference)
                         if name not in results:
                             results[name] = torch.empty((len(texts), *out.shape[1:]))
                         results[name][rows] = out.float().cpu()
@@ -188,21 +159,6 @@ class Predictor:
             return batch
         stats = task.text_features([texts[r] for r in rows]).to(self.device)
         return {**batch, "text_features": stats}
-
-    def _task_output(self, member: TrainedModel, name: str, output: torch.Tensor) -> torch.Tensor:
-        """(B, K) values in the label scale, (B, K, C) class probabilities or (B, L) label
-        probabilities, in the first member's class (label) order."""
-        task = member.tasks[name]
-        if isinstance(task, MultilabelTask):
-            order = [task.labels.index(label) for label in self.tasks[name].labels]
-            return task.probabilities(output)[:, order]
-        if not isinstance(task, ClassificationTask):
-            values = task.predict(output)
-            return values if task.multi else values.unsqueeze(-1)
-        probs = task.probabilities(output)
-        probs = probs if task.multi else probs.unsqueeze(1)
-        order = [task.labels.index(label) for label in self.tasks[name].labels]
-        return probs[..., order]
 
 
 # ---- the command ---------------------------------------------------------------------------
