@@ -32,7 +32,7 @@ from mtl.encoder import Bert
 from mtl.model import MultiTaskModel
 from mtl.predict import Predictor
 from mtl.pretrained import load_pretrained
-from mtl.tasks import RegressionTask, TaskSpec, TaskType
+from mtl.tasks import RegressionTask, TaskSpec
 from mtl.tokenizer import encode, pad_id
 from mtl.trained import TrainedModel
 
@@ -49,7 +49,7 @@ def demo_texts(n: int) -> list[str]:
 
 def model(max_length: int) -> TrainedModel:
     encoder, tokenizer = load_pretrained("minilm", max_length, pooling="mean")
-    spec = TaskSpec(type=TaskType.regression, file="x")
+    spec = TaskSpec(type="regression", file="x")
     task = RegressionTask.fit("score", spec, [1.0, 7.0])
     info = {"precision": "bf16-mixed", "max_length": max_length}
     return TrainedModel(

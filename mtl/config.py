@@ -4,8 +4,9 @@
 typed groups (encoder, data, optimizer, scheduler) fails at composition, naming the key.
 
 Task entries are plain mappings in the schema, so a whole task can be given on the command
-line (`'+task.mine={type: regression, ...}'`); each task file starts from `schema/task` (every
-TaskSpec key, typed), so its keys can be overridden without `+`. mtl/validation.py checks
+line (`'+task.mine={type: regression, ...}'`); each task file starts from its kind's schema,
+`schema/task/<kind>` (that kind's spec, typed: mtl/tasks/), so its keys can be overridden
+without `+` and a key the kind does not have fails at composition. mtl/validation.py checks
 every task, and every other group, before the run starts.
 """
 
@@ -35,7 +36,7 @@ class DataSettings(DataConfig):
 
 @dataclass
 class TrainConfig:
-    task: dict[str, Any] = field(default_factory=dict)  # name -> a TaskSpec (schema/task)
+    task: dict[str, Any] = field(default_factory=dict)  # name -> its kind's spec
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataSettings = field(default_factory=DataSettings)
     sampler: dict[str, Any] = field(default_factory=dict)

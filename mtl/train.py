@@ -111,7 +111,7 @@ def build_data(
             )
     data = load_tasks(specs, tokenizer, cfg, seed)
     for name, d in data.items():
-        log.info("task %s: %d training rows, %s", name, len(d.splits["train"]), d.task.type.value)
+        log.info("task %s: %d training rows, %s", name, len(d.splits["train"]), d.task.kind)
     return data
 
 

@@ -13,7 +13,6 @@ Every error names the key.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import fields
@@ -24,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mtl.config import TrainConfig
-from mtl.errors import ConfigError, require
+from mtl.errors import ConfigError, require, require_known
 from mtl.tasks import parse_task_specs
 
 # Where `_target_` may stand (a * matches any one key), and the base class it must derive from.
@@ -124,24 +123,24 @@ CHECKED = "mtl_checked"  # the node flag of a config that passed check_config
 def check_keys(cfg: DictConfig) -> None:
     """Unknown keys in the typed groups, at the top level, and in objects' arguments."""
     schema = {f.name: f for f in fields(TrainConfig)}
-    _known(set(cfg.keys()) - {"hydra"}, set(schema), "")
+    require_known(set(cfg.keys()) - {"hydra"}, set(schema), "")
     for group, field in schema.items():
         cls = field.default_factory if callable(getattr(field, "default_factory", None)) else None
         if group in cfg and hasattr(cls, "__dataclass_fields__"):
-            _known(set(cfg[group].keys()), set(cls.__dataclass_fields__), f"{group}.")
+            require_known(set(cfg[group].keys()), set(cls.__dataclass_fields__), f"{group}.")
     for path, node in _target_nodes(cfg):
         if path[0] == "hydra":
             continue  # Hydra checks its own plugins' settings
         accepted = _parameters(get_class(node["_target_"]))
         if accepted is not None:
             given = {k for k in node if not k.startswith("_")}
-            _known(given, accepted, ".".join(path) + ".")
+            require_known(given, accepted, ".".join(path) + ".")
 
 
 def typed(cfg: DictConfig, key: str, cls: type):
     """A config group as its dataclass; a key the dataclass lacks is an error naming it."""
     values = OmegaConf.to_container(cfg[key], resolve=True)
-    _known(set(values), set(cls.__dataclass_fields__), f"{key}.")
+    require_known(set(values), set(cls.__dataclass_fields__), f"{key}.")
     return cls(**values)
 
 
@@ -216,13 +215,6 @@ def _parameters(target: type) -> set[str] | None:
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             return names - {"self"}
     return None
-
-
-def _known(given: set[str], allowed: set[str], prefix: str) -> None:
-    for key in sorted(given - allowed):
-        close = difflib.get_close_matches(key, sorted(allowed), n=1)
-        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-        raise ConfigError(f"{prefix}{key}: unknown key{hint}")
 
 
 _MISSING = object()

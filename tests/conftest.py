@@ -15,7 +15,7 @@ from mtl.config import register
 from mtl.encoder import Bert, BertConfig
 from mtl.model import MultiTaskModel, OptimizerConfig, SchedulerConfig
 from mtl.pretrained import resolve_pretrained
-from mtl.tasks import ClassificationTask, HeadSpec, RegressionTask, TaskSpec, TaskType
+from mtl.tasks import ClassificationTask, HeadSpec, RegressionTask, TaskSpec
 
 TESTS = Path(__file__).resolve().parent
 SHARED_DATA = TESTS.parents[1] / "shared" / "data"  # real data sets, read in place
@@ -95,8 +95,8 @@ def _tiny_model(balancer_class=StaticBalancer, max_grad_norm=1.0) -> MultiTaskMo
     size = {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "intermediate_size": 32}
     encoder = Bert(BertConfig(vocab_size=50, dropout=0.0, attention_dropout=0.0, **size))
     head = HeadSpec(dropout=0.0)
-    regression = TaskSpec(type=TaskType.regression, file="x", head=head)
-    classification = TaskSpec(type=TaskType.classification, file="x", head=head)
+    regression = TaskSpec(type="regression", file="x", head=head)
+    classification = TaskSpec(type="classification", file="x", head=head)
     tasks = {
         "score": RegressionTask.fit("score", regression, [1.0, 2.0, 3.0, 4.0]),
         "mood": ClassificationTask.fit("mood", classification, ["neg", "pos", "neg"]),

@@ -12,18 +12,18 @@ from mtl.data.readers import read_examples
 from mtl.data.splits import split_indices
 from mtl.errors import ConfigError, DataError
 from mtl.pretrained import resolve_pretrained
-from mtl.tasks import ClassificationTask, SplitSpec, TaskSpec, TaskType, parse_task_specs
+from mtl.tasks import ClassificationTask, SplitSpec, TaskSpec, parse_task_specs
 from mtl.tokenizer import load_tokenizer
 
 
 def regression(**kw) -> TaskSpec:
     kw = {"file": "x", **kw}
-    return TaskSpec(type=TaskType.regression, text_column="text", label_column="y", **kw)
+    return TaskSpec(type="regression", text_column="text", label_column="y", **kw)
 
 
 def classification(labels=("neg", "pos"), **kw) -> TaskSpec:
     kw = {"file": "x", **kw} if "files" not in kw else kw
-    return TaskSpec(type=TaskType.classification, labels=list(labels) if labels else None, **kw)
+    return TaskSpec(type="classification", labels=list(labels) if labels else None, **kw)
 
 
 def read(path, spec, **kw):

@@ -19,7 +19,7 @@ from probes import read_trace
 from mtl.data.loading import DataConfig, OnBadRow, load_task
 from mtl.errors import MtlError
 from mtl.pretrained import EncoderConfig, build_encoder, resolve_pretrained
-from mtl.tasks import TaskSpec, TaskType
+from mtl.tasks import TaskSpec
 from mtl.tokenizer import load_tokenizer
 from mtl.train import check_run
 from mtl.validation import typed
@@ -40,7 +40,7 @@ STRAY = (
     "text,y\n" + lines(10) + '"stray row,1\n' + lines(4, 10) + 'row "x" here,2\n' + lines(25, 14)
 )
 BAD_JSON = '{"text": "a", "y": 1}\n{"text": "b", "y": \n{"text": "c", "y": 2}\n'
-CLASSES = {"type": TaskType.classification, "labels": ["neg", "pos"]}
+CLASSES = {"type": "classification", "labels": ["neg", "pos"]}
 # fmt: off
 DATA_CASES = [
     ("csv-field-over-131072-chars", "text,y\n" + "lang " * 40_000 + ",1\n" + ROWS, {}, "error", (41, 0)),
@@ -77,7 +77,7 @@ def test_data_files(tmp_path, tokenizer, body, settings, on_bad_row, expected):
         path.mkdir()
     else:
         path.write_text(body, encoding="utf-8")
-    kw = {"type": TaskType.regression, "text_column": "text", "label_column": "y", **settings}
+    kw = {"type": "regression", "text_column": "text", "label_column": "y", **settings}
     spec = TaskSpec(files={"train": str(path), "val": str(path)}, **kw)
     cfg = DataConfig(on_bad_row=OnBadRow(on_bad_row))
     if isinstance(expected, str):

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from mtl.balancing import StaticBalancer
 from mtl.feedback import TaskStopping
-from mtl.tasks import ClassificationTask, RegressionTask, TaskSpec, TaskType
+from mtl.tasks import ClassificationTask, RegressionTask, TaskSpec
 
 TINY = ["encoder=tiny", "trainer.log_every_n_steps=1"]
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
@@ -262,7 +262,7 @@ def test_missing_labels_count_as_if_their_rows_were_dropped(mtl_train, two_targe
 
 
 def test_masked_loss_is_the_loss_over_the_observed_labels():
-    spec = TaskSpec(type=TaskType.regression, file="x", label_columns=["a", "b"])
+    spec = TaskSpec(type="regression", file="x", label_columns=["a", "b"])
     task = RegressionTask.fit("t", spec, [(1.0, 2.0), (3.0, None), (None, 6.0), (5.0, 4.0)])
     assert task.mean == (3.0, 4.0) and task.num_outputs == 2
     targets = torch.tensor([task.encode(r) for r in [(1.0, 2.0), (3.0, None), (None, 6.0)]])
@@ -271,7 +271,7 @@ def test_masked_loss_is_the_loss_over_the_observed_labels():
     standardized = (targets - torch.tensor(task.mean)) / torch.tensor(task.std)
     expected = ((output - standardized)[seen] ** 2).mean()
     assert torch.allclose(task.loss(output, targets), expected)
-    spec = TaskSpec(type=TaskType.classification, file="x", label_columns=["a", "b"])
+    spec = TaskSpec(type="classification", file="x", label_columns=["a", "b"])
     task = ClassificationTask.fit("c", spec, [("x", "y"), ("y", None)])
     logits = torch.randn(2, 4)
     targets = torch.tensor([task.encode(("x", "y")), task.encode(("y", None))])

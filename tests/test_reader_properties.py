@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from mtl.data.readers import read_examples, read_table
 from mtl.errors import DataError
-from mtl.tasks import TaskSpec, TaskType
+from mtl.tasks import TaskSpec
 
 SPECS = {
-    "regression": TaskSpec(type=TaskType.regression, file="x", text_column="t", label_column="y"),
+    "regression": TaskSpec(type="regression", file="x", text_column="t", label_column="y"),
     "classification": TaskSpec(
-        type=TaskType.classification,
+        type="classification",
         file="x",
         text_column="t",
         label_column="y",
@@ -77,7 +77,7 @@ def test_quoted_csv_round_trips(tmp_path, rows):
     writer.writerows(rows)
     path = tmp_path / "r.csv"
     path.write_bytes(buffer.getvalue().encode())
-    spec = TaskSpec(type=TaskType.regression, file="x", text_column="t", label_column="y")
+    spec = TaskSpec(type="regression", file="x", text_column="t", label_column="y")
     kept = [(text.strip(), float(y)) for text, y in rows if text.strip()]
     result = read_examples(path, "t", spec, on_bad_row="skip")
     assert list(zip(result.examples.texts, result.examples.labels, strict=True)) == kept

@@ -16,7 +16,6 @@ from mtl.tasks import (
     MultilabelTask,
     SpanF1,
     TaskSpec,
-    TaskType,
     parse_task_specs,
 )
 from mtl.tasks.metrics import spans
@@ -38,7 +37,7 @@ def metrics_of(run: Path) -> dict:
 
 
 def mlm_dataset(tokenizer, texts: list[str], seed: int = 0) -> TaskDataset:
-    spec = TaskSpec(type=TaskType.mlm, file="unused.txt")
+    spec = TaskSpec(type="mlm", file="unused.txt")
     task = MaskedLMTask.fit("mlm", spec, [None] * len(texts), tokenizer)
     tokens = tokenize(tokenizer, texts, None)
     return TaskDataset(task, tokens, torch.zeros(len(texts)), pad_id(tokenizer), seed)
@@ -72,7 +71,7 @@ def test_masking_follows_bert_rates_and_spares_special_tokens(tokenizer):
 def test_mlm_rows_with_nothing_to_mask_are_bad_rows(tokenizer, tmp_path):
     path = tmp_path / "texts.txt"
     path.write_text("Ein Satz.\n\n[CLS] [SEP]\nNoch ein Satz.\n", encoding="utf-8")
-    spec = TaskSpec(type=TaskType.mlm, files={"train": str(path), "val": str(path)})
+    spec = TaskSpec(type="mlm", files={"train": str(path), "val": str(path)})
     with pytest.raises(DataError, match=r"texts\.txt:3: column 'text': no word piece to mask"):
         load_task("mlm", spec, tokenizer, DataConfig(), seed=0)
     data = load_task("mlm", spec, tokenizer, DataConfig(on_bad_row="skip"), seed=0)
@@ -126,7 +125,7 @@ def test_mlm_beside_regression_resumes_bit_for_bit(tmp_path, mtl_train):
 
 
 def test_multilabel_f1_matches_a_hand_count():
-    spec = TaskSpec(type=TaskType.multilabel, file="x.csv", labels=["a", "b", "c"])
+    spec = TaskSpec(type="multilabel", file="x.csv", labels=["a", "b", "c"])
     task = MultilabelTask.fit("m", spec, [("a",), ("b", "c")])
     targets = torch.tensor([task.encode(y) for y in [("a",), ("a", "b"), (), ("c",)]])
     logits = torch.tensor([[5.0, -5, -5], [5, -5, 5], [-5, 5, -5], [-5, -5, 5]])
@@ -186,7 +185,7 @@ def test_tags_sit_on_each_words_first_piece(tokenizer, tmp_path):
     path = tmp_path / "train.conll"
     path.write_text("Die O\nBezirksverwaltungsbehörde B-ORG\ntagt O\n.\tO\n\nAnna B-PER\n",
                     encoding="utf-8")  # fmt: skip
-    spec = TaskSpec(type=TaskType.tagging, files={"train": str(path), "val": str(path)})
+    spec = TaskSpec(type="tagging", files={"train": str(path), "val": str(path)})
     data = load_task("ner", spec, tokenizer, DataConfig(), seed=0)
     task, dataset = data.task, data.splits["train"]
     part = dataset.batch([0])
@@ -207,7 +206,7 @@ def test_words_cut_off_by_max_length_are_counted_never_misaligned(tmp_path, capl
     path = tmp_path / "train.conll"
     sentence = "".join(f"{w} {t}\n" for w, t in zip(words, tags, strict=True))
     path.write_text(f"{sentence}\n{sentence}")  # two sentences: a validation split needs 2
-    spec = TaskSpec(type=TaskType.tagging, files={"train": str(path), "val": str(path)})
+    spec = TaskSpec(type="tagging", files={"train": str(path), "val": str(path)})
     short = load_tokenizer(resolve_pretrained("minilm"), max_length=16)
     with caplog.at_level("WARNING"):
         data = load_task("ner", spec, short, DataConfig(), seed=0)
@@ -220,7 +219,7 @@ def test_words_cut_off_by_max_length_are_counted_never_misaligned(tmp_path, capl
 def test_a_conll_line_without_a_tag_names_the_line(tokenizer, tmp_path):
     path = tmp_path / "train.conll"
     path.write_text("Die O\nStadt B-LOC\n\nAnna\nlacht O\n", encoding="utf-8")
-    spec = TaskSpec(type=TaskType.tagging, files={"train": str(path), "val": str(path)})
+    spec = TaskSpec(type="tagging", files={"train": str(path), "val": str(path)})
     with pytest.raises(DataError, match=r"train\.conll:4: 'Anna' has a token but no tag"):
         load_task("ner", spec, tokenizer, DataConfig(), seed=0)
 
@@ -257,7 +256,7 @@ def test_pair_segments_and_both_orders_stay_in_one_split(tokenizer, tmp_path):
     path = tmp_path / "ADV-ELE.txt"
     path.write_text("".join(f"{a}\n{b}\n*******\n" for a, b in blocks), encoding="utf-8")
     spec = TaskSpec(
-        type=TaskType.classification, file=str(path), format="simpler_pairs",
+        type="classification", file=str(path), format="simpler_pairs",
         text_pair_column="text_pair", label_column="simpler",
     )  # fmt: skip
     spec.split.group_column = "pair"

@@ -27,7 +27,6 @@ from mtl.tasks.spec import (
     LabelledSpec,
     SplitSpec,
     TaskSpec,
-    TaskType,
     spec_dict,
 )
 from mtl.tasks.tagging import TaggingSpec, TaggingTask
@@ -37,7 +36,7 @@ __all__ = [
     "FLOAT32_MAX", "STATISTICS", "ClassificationSpec", "ClassificationTask", "ColumnMetric",
     "HeadSpec", "Label", "LabelledSpec", "MappedRMSE", "MaskedLMSpec", "MaskedLMTask",
     "MultilabelSpec", "MultilabelTask", "RegressionLoss", "RegressionSpec", "RegressionTask",
-    "SpanF1", "SplitSpec", "TaggingSpec", "TaggingTask", "Task", "TaskSpec", "TaskType",
+    "SpanF1", "SplitSpec", "TaggingSpec", "TaggingTask", "Task", "TaskSpec",
     "TextFeatures", "all_kinds", "kind_named", "mapped_rmse", "parse_task_specs",
     "register_kind", "spec_dict", "stored_tasks", "task_from_state",
 ]  # fmt: skip

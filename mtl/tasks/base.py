@@ -16,7 +16,6 @@ tasks' scores.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -51,11 +50,6 @@ class Task:
     tokenize_words: ClassVar[bool] = False  # texts are words joined by spaces, a label per word
     cross_validates: ClassVar[bool] = False  # one prediction per row that folds can pool
     default_score_weight: ClassVar[float] = 1.0
-
-    @property
-    def type(self) -> SimpleNamespace:
-        """`type.value`: the kind's name, as mtl/train.py still reads it (else: `kind`)."""
-        return SimpleNamespace(value=self.kind)
 
     @classmethod
     def check_spec(cls, name: str, spec: TaskSpec) -> None:

@@ -17,16 +17,6 @@ from mtl.errors import ConfigError, require
 from mtl.tasks.text_stats import STATISTICS
 
 
-class TaskType:
-    """The names of mtl's own kinds, as constants (`type` takes any registered kind's name)."""
-
-    regression = "regression"
-    classification = "classification"
-    multilabel = "multilabel"
-    tagging = "tagging"
-    mlm = "mlm"
-
-
 @dataclass
 class SplitSpec:
     """One file split into train/val(/test) by rows, or by groups of rows that stay together."""
