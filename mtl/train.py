@@ -79,7 +79,7 @@ def train(cfg: DictConfig) -> dict:
     data = build_data(specs, encoder, tokenizer, data_cfg, cfg.seed)
     task_sampler = build_sampler(cfg, data, data_cfg)
     run_info = describe_run(cfg, encoder_cfg, data_cfg, tokenizer, data, start)
-    model = build_model(cfg, encoder, data, data_cfg, run_info)
+    model = build_model(cfg, encoder, data, run_info)
     datamodule = MultiTaskDataModule(data, data_cfg, task_sampler, seed=cfg.seed)
     run = build_callbacks(cfg, task_sampler, data, data_cfg, run_info)
     loggers = [build(f"logger.{k}", c) for k, c in cfg.logger.items()]
@@ -130,9 +130,8 @@ def build_sampler(cfg: DictConfig, data: dict[str, TaskData], data_cfg: DataSett
 
 
 def build_model(
-    cfg: DictConfig, encoder: Bert, data: dict[str, TaskData], data_cfg: DataSettings,
-    run_info: dict,
-) -> MultiTaskModel:  # fmt: skip
+    cfg: DictConfig, encoder: Bert, data: dict[str, TaskData], run_info: dict
+) -> MultiTaskModel:
     """The LightningModule: the encoder, a head per task, the optimizer and the balancer."""
     tasks = {name: d.task for name, d in data.items()}
     balancer = build(
@@ -142,11 +141,6 @@ def build_model(
         loss_weights={name: t.spec.loss_weight for name, t in tasks.items()},
         seed=cfg.seed,
     )
-    if balancer.gradient_level and data_cfg.tasks_per_step < 2:
-        raise ConfigError(
-            f"balancer {type(balancer).__name__} combines task gradients and needs several "
-            "tasks per step: set data.tasks_per_step >= 2"
-        )
     optimizer = typed(cfg, "optimizer", OptimizerConfig)
     scheduler = typed(cfg, "scheduler", SchedulerConfig)
     model = MultiTaskModel(encoder, tasks, optimizer, scheduler, balancer, run_info)

@@ -100,6 +100,13 @@ def check_together(cfg: DictConfig) -> None:
             f"data.tasks_per_step: must be between 1 and the number of tasks ({len(tasks)}), "
             f"got {per_step}"
         )
+    balancer = _select(cfg, "balancer._target_")
+    joint = isinstance(per_step, int) and per_step >= 2
+    if isinstance(balancer, str) and get_class(balancer).gradient_level and not joint:
+        raise ConfigError(
+            f"data.tasks_per_step: balancer {balancer.rsplit('.', 1)[-1]} combines task gradients "
+            f"and needs several tasks per step: set data.tasks_per_step >= 2, got {per_step}"
+        )
     multiple, length = _select(cfg, "data.pad_to_multiple"), _select(cfg, "encoder.max_length")
     if isinstance(multiple, int) and isinstance(length, int) and multiple > 1 and length % multiple:
         raise ConfigError(
