@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ def load_data(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(e))
         if found:
             raise CheckpointError(
                 f"{path}: holds objects other than tensors and plain data ({found[1]}); mtl "
@@ -35,10 +34,13 @@ def load_data(path: str | Path) -> dict:
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated, damaged, or not a torch file)"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except Exception as e:  # arbitrary bytes fail inside the unpickler in any way (IndexError, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or not a torch file?): {first}"
+            f"{path}: not a readable checkpoint (truncated, damaged, or not a torch file: "
+            f"{type(e).__name__}{': ' * bool(first)}{first})"
         ) from None
 
 
