@@ -6,6 +6,7 @@ checkpoints and faults go through `python -m mtl.train` itself.
 """
 
 import json
+import os
 import pickle
 import random
 import re
@@ -19,7 +20,7 @@ from probes import read_trace
 from mtl.data.loading import DataConfig, OnBadRow, load_task
 from mtl.errors import MtlError
 from mtl.pretrained import EncoderConfig, build_encoder, resolve_pretrained
-from mtl.tasks import TaskSpec
+from mtl.tasks import SplitSpec, TaskSpec
 from mtl.tokenizer import load_tokenizer
 from mtl.train import check_run
 from mtl.validation import typed
@@ -114,6 +115,13 @@ def write_file(tmp_path: Path, name: str, data: bytes) -> Path:
     return tmp_path / name
 
 
+class Payload:
+    """A pickle that would run a shell command if it were loaded as code."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
 # (id, through: "cli" runs `python -m mtl.train`; "check" runs, in this process, the checks the
 #  command runs before it builds anything; setup(tmp_path) -> overrides, expected error regex)
 # fmt: off
@@ -132,6 +140,8 @@ SETTING_CASES = [
     ("resume-run-without-checkpoint", "check", lambda t: [f"resume={t}"], r"resume=.*: the directory has no checkpoints/last\.ckpt"),
     ("resume-empty-file", "check", lambda t: [f"resume={write_file(t, 'empty.ckpt', b'')}"], r"empty\.ckpt: not a readable checkpoint \(truncated"),
     ("resume-random-bytes", "check", lambda t: [f"resume={write_file(t, 'random.ckpt', random.Random(0).randbytes(5000))}"], r"random\.ckpt: not a readable checkpoint"),
+    ("resume-bytes-that-break-the-unpickler", "check", lambda t: [f"resume={write_file(t, 'r.ckpt', random.Random(2).randbytes(10))}"], r"r\.ckpt: not a readable checkpoint \(truncated, damaged, or not a torch file: IndexError: pop from empty list\)"),
+    ("resume-pickle-payload", "cli", lambda t: [f"resume={write_file(t, 'evil.ckpt', pickle.dumps(Payload(), protocol=2))}"], r"evil\.ckpt: holds objects other than tensors and plain data \(posix\.system\); mtl reads checkpoints as data only"),
     ("resume-pickle", "cli", lambda t: [f"resume={write_file(t, 'pickle.ckpt', pickle.dumps(Path('x')))}"], r"pickle\.ckpt: (holds objects other than tensors|not a readable checkpoint)"),
     ("run-dir-is-a-file", "cli", lambda t: [f"hydra.run.dir={write_file(t, 'a_file', b'x')}"], r"hydra\.run\.dir=.*a_file is an existing file, not a directory"),
     ("target-in-a-task-file", "cli", lambda t: global_task_file(t, f"callbacks:\n  evil:\n    _target_: builtins.open\n    file: {t}/pwned\n    mode: w\n"), r"callbacks\.evil\._target_: 'builtins\.open' is not a class"),
@@ -297,3 +307,16 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, mtl_
     assert not list(checkpoints.glob(".*.tmp"))  # cleaned up
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 12
     assert torch.load(checkpoints / "best.ckpt", weights_only=True)["global_step"] in (4, 8, 12)
+
+
+def test_rows_all_in_one_group_say_the_train_split_is_empty(tmp_path, tokenizer):
+    path = tmp_path / "q.csv"
+    path.write_text("text,y,g\n" + "".join(f"row {i},{i},same\n" for i in range(20)))
+    spec = TaskSpec(type="regression", file=str(path), text_column="text", label_column="y",
+                    split=SplitSpec(group_column="g"))  # fmt: skip
+    with pytest.raises(MtlError) as error:
+        load_task("t", spec, tokenizer, DataConfig(), seed=0)
+    assert str(error.value) == (
+        f"task.t: the train split is empty: {path} has 20 rows in 1 group(s) of "
+        "split.group_column 'g', too few to deal to train, val"
+    )

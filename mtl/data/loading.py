@@ -230,6 +230,16 @@ def _read_splits(name: str, spec: TaskSpec, on_bad_row: str) -> tuple[dict[str, 
     )  # type: ignore[arg-type]
     _report_skips(name, result)
     rows = split_indices(len(result.examples), result.examples.groups, split)
+    empty = [s for s in declared_splits(spec) if s not in rows]
+    if empty:
+        groups = result.examples.groups
+        units = (f" in {len(set(groups))} group(s) of split.group_column {split.group_column!r}"
+                 if groups is not None else "")  # fmt: skip
+        raise DataError(
+            f"task.{name}: the {empty[0]} split is empty: {spec.file} has "
+            f"{len(result.examples)} rows{units}, too few to deal to "
+            f"{', '.join(declared_splits(spec))}"
+        )
     return {s: result.examples.subset(idx) for s, idx in rows.items()}, result.skipped
 
 
