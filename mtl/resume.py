@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from mtl import run_lock
 from mtl.errors import ConfigError
 from mtl.tensor_files import load_data
 
@@ -52,6 +53,7 @@ def resume_checkpoint(resume: str | None, tasks: list[str]) -> Path | None:
         return None
     path = Path(resume).expanduser()
     if path.is_dir():
+        run_lock.check_free(path, "resume")  # not a run that is still writing it
         path = path / "checkpoints" / "last.ckpt"
         if not path.is_file():
             raise ConfigError(f"resume={resume}: the directory has no checkpoints/last.ckpt")

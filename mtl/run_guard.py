@@ -2,14 +2,14 @@
 
 Hydra writes `.hydra/config.yaml` before the job starts, so these checks run earlier than the
 job itself, at `on_run_start` / `on_multirun_start`: the directory must not hold another run
-(unless this run resumes it), and the composed config must pass mtl's checks (unknown keys,
-ranges, `_target_`; see mtl/validation.py). Hydra turns exceptions from callbacks into
-warnings, so a refusal exits the process with one line.
+(unless this run resumes it) and is then claimed by its lock (mtl/run_lock.py: of two runs
+started together only one trains there), and the composed config must pass mtl's checks
+(unknown keys, ranges, `_target_`; see mtl/validation.py). Hydra turns exceptions from
+callbacks into warnings, so a refusal exits the process with one line.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
+from mtl import run_lock
 from mtl.errors import MtlError
 from mtl.resume import override
 from mtl.validation import check_config
@@ -38,16 +39,19 @@ class RefuseExistingRun(Callback):
         resumes = config.get("resume") and Path(config.resume).resolve() == run_dir.resolve()
         if not resumes:
             refuse_if_used(run_dir, "hydra.run.dir")
+        _exit_on_error(run_lock.claim, run_dir)
         _exit_on_error(check_config, config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        refuse_if_used(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+        sweep_dir = Path(config.hydra.sweep.dir)
+        refuse_if_used(sweep_dir, "hydra.sweep.dir")
+        _exit_on_error(run_lock.claim, sweep_dir)  # each job's directory is its own, inside
         _exit_on_error(check_config, config)  # the shared settings; each job checks its own
 
 
-def _exit_on_error(check, config: DictConfig) -> None:
+def _exit_on_error(check, argument: object) -> None:
     try:
-        check(config)
+        check(argument)
     except MtlError as e:
         sys.exit(f"error: {e}")
 
@@ -55,7 +59,7 @@ def _exit_on_error(check, config: DictConfig) -> None:
 def refuse_if_used(path: Path, key: str) -> None:
     """Stop if `path` is a file, or a directory that holds a run (or a sweep's runs). A
     directory a failed run left before it trained (only .hydra/ and a log) may be reused."""
-    if os.environ.get("LOCAL_RANK", "0") != "0":
+    if run_lock.ddp_worker():
         return  # a DDP worker started by Lightning joins its launcher's run directory
     if path.exists() and not path.is_dir():
         sys.exit(f"error: {key}={path} is an existing file, not a directory")

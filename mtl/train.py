@@ -18,7 +18,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from mtl import cli, trained
+from mtl import cli, run_lock, trained
 from mtl.best import Best
 from mtl.callbacks import MetricsFile
 from mtl.checkpointing import AtomicCheckpointIO, GracefulStop, RunCheckpoints
@@ -305,7 +305,10 @@ def main() -> float:
     best step (for sweepers that optimize)."""
     register()
     sys.argv = sys.argv[:1] + resume_arguments(sys.argv[1:])
-    return _hydra_main()
+    try:
+        return _hydra_main()
+    finally:
+        run_lock.release_all()  # the run's directory, claimed by mtl/run_guard.py
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""One run per directory (mtl/run_lock.py): two runs started together, a directory held by a
+live process, one left by a killed process, and a finished run's directory resumed."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from test_hostile_inputs import TINY
+
+HELD = r"is in use by another run \(pid (\d+) on \S+ since [\d-]+ [\d:]+\); wait for it to end"
+STALE = r"run\.lock is left by a run that no longer runs \(pid (\d+) .*\); if no process uses"
+
+
+def one_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    return line
+
+
+def test_of_two_runs_started_together_one_trains(tmp_path, mtl_train):
+    run = tmp_path / "run"
+    results = [None, None]
+
+    def start(i: int) -> None:
+        results[i] = mtl_train(*TINY, f"hydra.run.dir={run}", cwd=tmp_path, subprocess=True)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0, 1], [r.stderr[-2000:] for r in results]
+    loser = next(r for r in results if r.returncode == 1)
+    assert re.search(f"{HELD}|already holds a run", one_error(loser))
+    assert json.loads((run / "metrics.json").read_text())["status"] == "finished"
+    assert not (run / "run.lock").exists()
+
+
+def hold(directory: Path) -> subprocess.Popen:
+    """A process that claims `directory` and sleeps, once its lock exists."""
+    code = (
+        "import sys, time; from pathlib import Path; from mtl import run_lock; "
+        "run_lock.claim(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_held_directory_is_refused_and_a_killed_holders_lock_reported(tmp_path, mtl_train):
+    run = tmp_path / "run"
+    holder = hold(run)
+    try:
+        line = one_error(mtl_train(*TINY, f"hydra.run.dir={run}", cwd=tmp_path))
+        assert re.search(HELD, line) and re.search(HELD, line)[1] == str(holder.pid), line
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    line = one_error(mtl_train(*TINY, f"hydra.run.dir={run}", cwd=tmp_path))
+    assert re.search(STALE, line) and re.search(STALE, line)[1] == str(holder.pid), line
+    assert (run / "run.lock").exists()  # reported, not taken
+    (run / "run.lock").unlink()
+    assert mtl_train(*TINY, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+
+
+def test_a_finished_runs_directory_is_unlocked_and_resumes(tmp_path, mtl_train):
+    run = tmp_path / "run"
+    assert mtl_train(*TINY, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    assert not (run / "run.lock").exists()
+    resumed = mtl_train(f"resume={run}", "trainer.max_steps=6", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not (run / "run.lock").exists()
+
+
+def test_resuming_a_directory_a_live_run_holds_is_refused(tmp_path, mtl_train):
+    run = tmp_path / "run"
+    assert mtl_train(*TINY, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    holder = hold(run)
+    try:
+        line = one_error(mtl_train(f"resume={run}", "trainer.max_steps=6", cwd=tmp_path))
+        assert re.search(HELD, line), line
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
