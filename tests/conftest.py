@@ -5,6 +5,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+# OpenMP threads that wait for work sleep instead of spinning, here (set before torch loads
+# OpenMP) and in the commands' subprocesses, unless the environment chose: on a machine busy
+# with other work, spinning threads made the tests' small steps several times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 from commands import run
@@ -21,11 +26,6 @@ TESTS = Path(__file__).resolve().parent
 SHARED_DATA = TESTS.parents[1] / "shared" / "data"  # real data sets, read in place
 
 register()  # the schema and resolvers, for tests that compose configs in this process
-
-# One thread for torch, here and (through the environment) in the commands' subprocesses,
-# unless OMP_NUM_THREADS says otherwise: the tests' models are tiny, and on a busy machine
-# a second OpenMP thread that waits for a core makes each step several times slower.
-torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")
