@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,9 +114,16 @@ def test_transfer_modes(mtl_train, data_root, tmp_path):
     assert "train s" in report
 
 
-def test_complexity_cv_pools_out_of_fold_predictions(mtl_train, data_root, tmp_path):
-    run = tmp_path / "sweep"
-    experiment(mtl_train, data_root, tmp_path, "experiment=complexity_cv", "trainer.max_steps=4")
+@pytest.fixture(scope="module")
+def cv_run(mtl_train, data_root, tmp_path_factory) -> Path:
+    """A 5-fold cross-validation of 4 steps per fold, read by the tests below (copied by the
+    test that changes it)."""
+    tmp = tmp_path_factory.mktemp("cv")
+    return experiment(mtl_train, data_root, tmp, "experiment=complexity_cv", "trainer.max_steps=4")
+
+
+def test_complexity_cv_pools_out_of_fold_predictions(cv_run):
+    run = cv_run
     table = (run / "stdout.txt").read_text().split("cross-validation of complexity_de")[1]
     assert "pooled" in table and "rmse mapped" in table and "fold mean" in table
     cv = json.loads((run / "cv.json").read_text())
@@ -156,9 +164,11 @@ def test_a_sweep_over_experiments_keeps_its_jobs_in_one_directory(mtl_train, dat
     assert (sweep / jobs[0] / "metrics.json").exists() and (sweep / jobs[1] / "cv.json").exists()
 
 
-def test_a_stopped_cross_validation_resumes_where_it_stopped(mtl_train, data_root, tmp_path):
-    steps = "trainer.max_steps=4"
-    run = experiment(mtl_train, data_root, tmp_path, "experiment=complexity_cv", steps)
+def test_a_stopped_cross_validation_resumes_where_it_stopped(
+    mtl_train, data_root, cv_run, tmp_path
+):
+    run = tmp_path / "sweep"
+    shutil.copytree(cv_run, run)  # modification times kept
     whole = json.loads((run / "cv.json").read_text())
     # as if stopped in fold 3 after its last checkpoint: fold 4 never began, no cv.json
     (run / "cv.json").unlink()
