@@ -51,6 +51,7 @@ class TrainConfig:
     paths: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     resume: str | None = None  # a checkpoint (e.g. <run>/checkpoints/last.ckpt) to continue from
+    resume_allow_changed_data: bool = False  # resume even if a data file changed since
     name: str = "demo"  # a label for the run: its directory under outputs/runs/
 
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from mtl import cli
 from mtl.data.batching import sorted_batches
+from mtl.data.fingerprint import check_unchanged
 from mtl.data.loading import DataConfig, TaskDataset, declared_splits, load_task
 from mtl.errors import MtlError
 from mtl.io import atomic_write_text
@@ -73,16 +74,22 @@ def _parts(trained: TrainedModel, datasets: dict[str, TaskDataset], device, batc
                    for k, v in dataset.batch(rows).items()}  # fmt: skip
 
 
-def split_datasets(trained: TrainedModel, split: str) -> dict[str, TaskDataset]:
+def split_datasets(
+    trained: TrainedModel, split: str, allow_changed_data: bool = False
+) -> dict[str, TaskDataset]:
     """Each task's `split`, read from the files the model was trained on (tasks without that
-    split are left out)."""
+    split are left out), refused if a file changed since (mtl/data/fingerprint.py) unless
+    `allow_changed_data`, which prints what changed."""
     cfg = DataConfig(on_bad_row=trained.info.get("on_bad_row", "error"))
     seed = trained.info.get("seed", 0)
-    datasets = {}
+    datasets, current = {}, {}
     for name, task in trained.tasks.items():
         if split in declared_splits(task.spec):
             data = load_task(name, task.spec, trained.tokenizer, cfg, seed, task, [split])
-            datasets[name] = data.splits[split]
+            datasets[name], current[name] = data.splits[split], data.summary()
+    recorded = trained.info.get("data") or {}
+    for change in check_unchanged(recorded, current, allow_changed_data, "--allow-changed-data"):
+        print(f"warning: {change}; evaluated anyway (--allow-changed-data)")
     if not datasets:
         raise MtlError(f"no task of {trained.source} has a {split} split")
     return datasets
@@ -134,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-pair-column", help="--input's pair column (default: the task's)")
     parser.add_argument("--label-column", help="--input's label column (default: the task's)")
     parser.add_argument("--output", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--allow-changed-data", action="store_true",
+        help="evaluate --split even if a data file changed since the run was trained",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if bool(args.input) != bool(args.task):
         parser.error("--input and --task go together")
@@ -144,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.input:
         datasets, prefix = file_dataset(trained, args.task, args.input, args), "input"
     else:
-        datasets, prefix = split_datasets(trained, args.split), args.split
+        datasets = split_datasets(trained, args.split, args.allow_changed_data)
+        prefix = args.split
     progress = not args.quiet and sys.stderr.isatty()
     results = evaluate(trained, datasets, prefix, cli.device(args.device), args.batch_size,
                        progress)  # fmt: skip

@@ -8,13 +8,17 @@ directory starts from that checkpoint (give the same overrides as the stopped ru
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import yaml
 
 from mtl import run_lock
-from mtl.errors import ConfigError
+from mtl.data.fingerprint import check_unchanged, recorded_files_now
+from mtl.errors import ConfigError, DataError
 from mtl.tensor_files import load_data
+
+log = logging.getLogger("mtl.train")
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
@@ -46,9 +50,12 @@ def _key(text: str) -> str:
     return text.split("=", 1)[0].lstrip("+~")
 
 
-def resume_checkpoint(resume: str | None, tasks: list[str]) -> Path | None:
+def resume_checkpoint(
+    resume: str | None, tasks: list[str], allow_changed_data: bool = False
+) -> Path | None:
     """The checkpoint `resume` names, checked before training: an existing run directory
-    (its checkpoints/last.ckpt) or checkpoint file, written by mtl for the same tasks."""
+    (its checkpoints/last.ckpt) or checkpoint file, written by mtl for the same tasks, whose
+    data files are as it recorded them (or `allow_changed_data`: a warning per change)."""
     if not resume:
         return None
     path = Path(resume).expanduser()
@@ -72,4 +79,12 @@ def resume_checkpoint(resume: str | None, tasks: list[str]) -> Path | None:
             f"resume={resume}: the checkpoint trained tasks {trained_tasks}, this run has "
             f"{tasks}; resume with the same task=[...]"
         )
+    recorded = description.get("data") or {}
+    allow = "resume_allow_changed_data=true"
+    try:
+        found = check_unchanged(recorded, recorded_files_now(recorded), allow_changed_data, allow)
+    except DataError as e:
+        raise ConfigError(f"resume={resume}: {e}") from None
+    for change in found:
+        log.warning("%s; resuming anyway (%s)", change, allow)
     return path

@@ -64,7 +64,7 @@ def check_run(cfg: DictConfig) -> tuple[dict[str, TaskSpec], Path | None]:
     root = Path(cfg.data.root)
     specs = {name: with_dataset(name, spec, root) if spec.dataset else spec
              for name, spec in parse_task_specs(cfg.task).items()}  # fmt: skip
-    return specs, resume_checkpoint(cfg.resume, list(specs))
+    return specs, resume_checkpoint(cfg.resume, list(specs), cfg.resume_allow_changed_data)
 
 
 def train(cfg: DictConfig) -> dict:

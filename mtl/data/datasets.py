@@ -145,21 +145,21 @@ def _check(file: DataFile, path: Path) -> str | None:
     if not path.is_file():
         return "missing"
     with open(path, "rb") as f:
-        size, sha = _digest(f)
+        size, sha = digest(f)
     if sha == file.sha256:
         return None
     return f"sha256 {sha} ({size} bytes), expected {file.sha256} ({file.size} bytes)"
 
 
-def _digest(src: BinaryIO, out: BinaryIO | None = None) -> tuple[int, str]:
+def digest(src: BinaryIO, out: BinaryIO | None = None) -> tuple[int, str]:
     """Size and sha256 of what `src` holds, read in chunks, each also written to `out`."""
-    digest, size = hashlib.sha256(), 0
+    hasher, size = hashlib.sha256(), 0
     while chunk := src.read(CHUNK):
-        digest.update(chunk)
+        hasher.update(chunk)
         size += len(chunk)
         if out:
             out.write(chunk)
-    return size, digest.hexdigest()
+    return size, hasher.hexdigest()
 
 
 def _is_url(source: str | Path) -> bool:
@@ -200,7 +200,7 @@ def _install(ds: Dataset, file: DataFile, source: str | Path | None, target: Pat
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as out:
-            size, sha = _digest(stream, out)
+            size, sha = digest(stream, out)
         if sha != file.sha256:
             raise DataError(
                 f"{origin}: sha256 {sha} ({size} bytes), but the registry expects "

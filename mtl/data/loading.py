@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from mtl.data.batching import collate
 from mtl.data.cache import TokenizedTexts, tokenize_cached
+from mtl.data.fingerprint import file_fingerprint
 from mtl.data.readers import Examples, ReadResult, read_examples
 from mtl.data.splits import split_indices
 from mtl.errors import DataError, require
@@ -117,11 +118,13 @@ class TaskData:
     skipped: int = 0  # bad rows left out with data.on_bad_row=skip
 
     def summary(self) -> dict[str, dict]:
-        """Per split: its file, row count, and (several label columns) missing labels per
-        column (for metrics.json and model cards)."""
+        """Per split: its file with its size and sha256 (mtl/data/fingerprint.py), row count,
+        and (several label columns) missing labels per column (for metrics.json, model cards
+        and the checks of evaluate and resume)."""
         out = {}
         for split, dataset in self.splits.items():
-            out[split] = {"file": self.files[split], "rows": len(dataset)}
+            file = self.files[split]
+            out[split] = {"file": file, "rows": len(dataset), **file_fingerprint(file)}
             if self.task.multi:
                 missing = self.task.missing(dataset.targets).sum(0).tolist()
                 out[split]["missing_labels"] = dict(zip(self.task.columns, missing, strict=True))
