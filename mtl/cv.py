@@ -22,6 +22,7 @@ import copy
 import csv
 import io
 import json
+import logging
 import math
 import statistics
 from dataclasses import dataclass
@@ -31,11 +32,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtl import trained
+from mtl.data.fingerprint import check_unchanged, recorded_files_now
 from mtl.errors import ConfigError, require
 from mtl.evaluate import predictions, split_datasets
 from mtl.io import atomic_write_text
 from mtl.tasks import all_kinds, kind_named
 from mtl.trained import ENSEMBLE_FILE
+
+log = logging.getLogger("mtl.train")
 
 
 @dataclass
@@ -76,14 +80,14 @@ def cross_validate(cfg: DictConfig, train) -> dict:
         )
     out = Path(cfg.paths.output_dir)
     folds, pooled = [], []
-    resumed = bool(cfg.get("resume"))
+    resumed, allow = bool(cfg.get("resume")), cfg.resume_allow_changed_data
     for k in range(cv.folds):
         fold_dir = out / f"fold{k}"
-        summary = (resumed and _finished(fold_dir)) or train(
+        summary = (resumed and _finished(fold_dir, allow)) or train(
             _fold_config(cfg, cv, name, k, fold_dir, resumed)
         )
         best = trained.load(summary["best_checkpoint"])
-        test = split_datasets(best, "test")[name]
+        test = split_datasets(best, "test", allow)[name]
         predicted, labels = predictions(best, {name: test})[name]
         prefix = f"test/{name}/"
         folds.append({key: v for key, v in summary["test"].items() if key.startswith(prefix)})
@@ -98,12 +102,19 @@ def cross_validate(cfg: DictConfig, train) -> dict:
     return result
 
 
-def _finished(fold_dir: Path) -> dict | None:
-    """A fold that a resumed cross-validation need not train again: its metrics.json."""
+def _finished(fold_dir: Path, allow_changed_data: bool) -> dict | None:
+    """A fold that a resumed cross-validation need not train again: its metrics.json, once its
+    data files are checked to be as it recorded them (mtl/data/fingerprint.py)."""
     metrics = fold_dir / "metrics.json"
     summary = json.loads(metrics.read_text()) if metrics.is_file() else {}
     done = summary.get("status") == "finished" and summary.get("best_checkpoint")
-    return summary if done and Path(summary["best_checkpoint"]).is_file() else None
+    if not (done and Path(summary["best_checkpoint"]).is_file()):
+        return None
+    recorded, allow = summary.get("data") or {}, "resume_allow_changed_data=true"
+    now = recorded_files_now(recorded)
+    for change in check_unchanged(recorded, now, allow_changed_data, allow):
+        log.warning("%s; resuming anyway (%s)", change, allow)
+    return summary
 
 
 def _fold_config(

@@ -2,11 +2,15 @@
 evaluate --split and resume= refuse a file that changed since, unless told to go ahead."""
 
 import json
+import logging
 import re
 import shutil
 
 import torch
 from test_hostile_inputs import DEMO, TINY
+
+from mtl.data.datasets import with_dataset
+from mtl.tasks import TaskSpec
 
 CHANGED = r"val\.csv \(task inline, split val\) changed since the run was trained"
 
@@ -68,3 +72,13 @@ def test_a_checkpoint_without_fingerprints_still_evaluates(tmp_path, mtl_train, 
     data.write_text(data.read_text() + "an appended row,3\n")
     result = run_module("mtl.evaluate", str(run), "--split", "val", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_registered_file_that_differs_from_the_registry_warns(tmp_path, caplog):
+    folder = tmp_path / "germeval2022_text_complexity"
+    folder.mkdir()
+    (folder / "training_set.csv").write_text("ID,Sentence,MOS\n1,a local edit,3.0\n")
+    spec = TaskSpec(type="regression", dataset="germeval2022_text_complexity")
+    with caplog.at_level(logging.WARNING, logger="mtl.data"):
+        assert with_dataset("complexity", spec, tmp_path).file == str(folder / "training_set.csv")
+    assert f"{folder / 'training_set.csv'} differs from data set" in caplog.text

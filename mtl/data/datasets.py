@@ -10,8 +10,8 @@ matches the registry.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import logging
 import os
 import urllib.request
 from collections.abc import Callable
@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mtl import ROOT
+from mtl.data.fingerprint import digest, file_fingerprint
 from mtl.errors import DataError
 from mtl.io import atomic_write
 from mtl.tasks import TaskSpec
 
-CHUNK = 1 << 20  # bytes read and hashed at a time
 TIMEOUT = 60  # seconds without data before a download fails
+
+log = logging.getLogger("mtl.data")
 
 Report = Callable[[str], None]  # receives one progress line per file
 
@@ -151,15 +153,13 @@ def _check(file: DataFile, path: Path) -> str | None:
     return f"sha256 {sha} ({size} bytes), expected {file.sha256} ({file.size} bytes)"
 
 
-def digest(src: BinaryIO, out: BinaryIO | None = None) -> tuple[int, str]:
-    """Size and sha256 of what `src` holds, read in chunks, each also written to `out`."""
-    hasher, size = hashlib.sha256(), 0
-    while chunk := src.read(CHUNK):
-        hasher.update(chunk)
-        size += len(chunk)
-        if out:
-            out.write(chunk)
-    return size, hasher.hexdigest()
+def _warn_if_not_registered(ds: Dataset, folder: Path) -> None:
+    """A warning for each file of `ds` in `folder` that differs from the registry's checksum:
+    it still trains (a run enforces only its own recorded fingerprints)."""
+    for file in ds.files:
+        path = folder / file.path
+        if path.is_file() and file_fingerprint(path)["sha256"] != file.sha256:
+            log.warning("%s differs from data set %s's registered sha256", path, ds.name)
 
 
 def _is_url(source: str | Path) -> bool:
@@ -228,6 +228,7 @@ def with_dataset(name: str, spec: TaskSpec, root: Path) -> TaskSpec:
             f"({', '.join(ds.tasks) or 'none registered'})"
         )
     entry, folder = ds.tasks[key], root / ds.name
+    _warn_if_not_registered(ds, folder)
     defaults = TaskSpec(type=spec.type)
     given: dict[str, Any] = {
         "files": {split: str(folder / f) for split, f in entry.get("files", {}).items()},

@@ -7,10 +7,24 @@ compared."""
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
+from typing import BinaryIO
 
-from mtl.data.datasets import digest
 from mtl.errors import DataError
+
+CHUNK = 1 << 20  # bytes read and hashed at a time
+
+
+def digest(src: BinaryIO, out: BinaryIO | None = None) -> tuple[int, str]:
+    """Size and sha256 of what `src` holds, read in chunks, each also written to `out`."""
+    hasher, size = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK):
+        hasher.update(chunk)
+        size += len(chunk)
+        if out:
+            out.write(chunk)
+    return size, hasher.hexdigest()
 
 
 def file_fingerprint(path: str | Path) -> dict[str, int | str]:
