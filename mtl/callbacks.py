@@ -4,13 +4,27 @@ stopping and the progress bar."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, TQDMProgressBar
 
 from mtl.best import Best
+from mtl.errors import MtlError
 from mtl.io import atomic_write_text
+
+log = logging.getLogger("mtl.train")
+
+
+def failure_reason(error: BaseException) -> str:
+    """An exception as one line: its message (mtl's own errors) or its type and message."""
+    lines = str(error).strip().splitlines()
+    if isinstance(error, MtlError):
+        return lines[0] if lines else type(error).__name__
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 class MetricsFile(pl.Callback):
@@ -21,7 +35,8 @@ class MetricsFile(pl.Callback):
     val/<task>/<metric> and val/score to values; "best" is the best entry by the run's rule
     (`mtl.best.Best`, the one best.ckpt follows) among the validations of trained states (all
     but the step-0 baseline: the states checkpoints hold). "status" is running, finished,
-    stopped (by a signal; resumable) or failed, so no crashed run looks finished.
+    stopped (by a signal; resumable) or failed (with "failure": the error, one line), so no
+    crashed run looks finished.
     """
 
     def __init__(self, path: str | Path, best: Best) -> None:
@@ -65,6 +80,21 @@ class MetricsFile(pl.Callback):
 
     def write(self) -> None:
         atomic_write_text(self.path, json.dumps(self.summary(), indent=2) + "\n")
+
+    @contextmanager
+    def recording_failure(self, write: bool) -> Iterator[None]:
+        """Within: any exception marks the run failed with its reason, written to the file
+        when `write` (where even that fails, on a full disk, the file is left as it was)."""
+        try:
+            yield
+        except BaseException as e:
+            self.status, self.extra["failure"] = "failed", failure_reason(e)
+            if write:
+                try:
+                    self.write()
+                except OSError as written:
+                    log.warning("%s: the failed status was not written (%s)", self.path, written)
+            raise
 
 
 class EarlyStoppingAfter(EarlyStopping):

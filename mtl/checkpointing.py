@@ -37,10 +37,20 @@ LAST, BEST = "last.ckpt", "best.ckpt"
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
-        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+        atomic_write(path, lambda tmp: _save(checkpoint, tmp, Path(path)))
 
     def remove_checkpoint(self, path: Any) -> None:
         Path(path).unlink(missing_ok=True)
+
+
+def _save(checkpoint: dict, tmp: Path, target: Path) -> None:
+    """torch.save through a Python file, so a failed write (a full disk) is the OSError with
+    its errno, naming `target`, rather than a RuntimeError of torch's own writer."""
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+    except OSError as e:
+        raise OSError(e.errno, f"{e.strerror} (writing a checkpoint)", str(target)) from None
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:

@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtl import cli, run_lock, trained
 from mtl.best import Best
-from mtl.callbacks import MetricsFile
-from mtl.checkpointing import AtomicCheckpointIO, GracefulStop, RunCheckpoints
+from mtl.callbacks import MetricsFile, failure_reason
+from mtl.checkpointing import LAST, AtomicCheckpointIO, GracefulStop, RunCheckpoints
 from mtl.config import ROOT, DataSettings, register
 from mtl.cv import cross_validate, pooled_value
 from mtl.data.datamodule import MultiTaskDataModule, steps_per_epoch
@@ -88,12 +88,14 @@ def train(cfg: DictConfig) -> dict:
         plugins=[AtomicCheckpointIO()],
     )  # fmt: skip
     prepare_transfer(cfg, trainer, encoder, data, run_info, data_cfg)
-    fit(trainer, model, datamodule, resume, run, loggers, flat_hparams(cfg))
-    if run.stop.received is None and trainer.is_global_zero:
-        score_test(run, data, trainer.strategy.root_device)
-    summary = run.metrics.summary()
-    if trainer.is_global_zero:
-        publish(summary, run, loggers, flat_hparams(cfg), list(data), Path(cfg.paths.output_dir))
+    with run.metrics.recording_failure(write=trainer.is_global_zero):
+        fit(trainer, model, datamodule, resume, run, loggers, flat_hparams(cfg))
+        if run.stop.received is None and trainer.is_global_zero:
+            score_test(run, data, trainer.strategy.root_device)
+        summary = run.metrics.summary()
+        if trainer.is_global_zero:
+            output_dir = Path(cfg.paths.output_dir)
+            publish(summary, run, loggers, flat_hparams(cfg), list(data), output_dir)
     if run.stop.received is not None:
         raise RunStoppedError(run.stop.received, Path(cfg.paths.output_dir), trainer.global_step)
     return summary
@@ -229,25 +231,19 @@ def fit(
     resume: Path | None, run: RunCallbacks, loggers: list, hparams: dict,
 ) -> None:  # fmt: skip
     """Validate the untrained state (the step-0 baseline), train, and validate the end state
-    if the last step fell between validations; a failure marks metrics.json failed."""
+    if the last step fell between validations (train() marks a failure in metrics.json)."""
     for lg in loggers:
         lg.log_hyperparams(hparams)
     started = time.monotonic()
-    try:
-        if resume:
-            log.info("resuming from %s", resume)
-        else:
-            trainer.validate(model, datamodule=datamodule, verbose=False, weights_only=True)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-        history = run.metrics.history
-        validated = history and history[-1]["step"] == trainer.global_step
-        if run.stop.received is None and not validated:
-            trainer.validate(model, datamodule=datamodule, verbose=False, weights_only=True)
-    except BaseException:
-        run.metrics.status = "failed"
-        if trainer.is_global_zero and run.metrics.history:
-            run.metrics.write()
-        raise
+    if resume:
+        log.info("resuming from %s", resume)
+    else:
+        trainer.validate(model, datamodule=datamodule, verbose=False, weights_only=True)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    history = run.metrics.history
+    validated = history and history[-1]["step"] == trainer.global_step
+    if run.stop.received is None and not validated:
+        trainer.validate(model, datamodule=datamodule, verbose=False, weights_only=True)
     extra = run.metrics.extra
     extra["train_seconds"] = round(time.monotonic() - started, 1)
     if run.stopping:
@@ -288,7 +284,10 @@ def job(cfg: DictConfig) -> float:
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
-    """`job` with mtl's error exits: one line for bad input, 128 + N for a stop by signal N."""
+    """`job` with mtl's error exits: one line for bad input, 128 + N for a stop by signal N,
+    and one line with the resume command for the machine's limits (a full disk, a denied
+    write, no memory). Any other exception is a bug in mtl: its traceback is what a report
+    needs, so it is kept (metrics.json says failed either way)."""
     cli.quiet_known_warnings()
     keep_freed_memory()  # here, not in main(): launchers run jobs in processes of their own
     try:
@@ -298,6 +297,15 @@ def _hydra_main(cfg: DictConfig) -> float:
     except RunStoppedError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(128 + e.signum)
+    except (OSError, MemoryError) as e:
+        sys.exit(f"error: {failure_reason(e)}{resume_hint(Path(cfg.paths.output_dir))}")
+
+
+def resume_hint(output_dir: Path) -> str:
+    """How to continue a run that failed, where it saved a state to continue from."""
+    if (output_dir / "checkpoints" / LAST).is_file():
+        return f"; the run can be resumed with: python -m mtl.train resume={output_dir}"
+    return ""
 
 
 def main() -> float:

@@ -75,17 +75,16 @@ class KillDuringCheckpointWrite(pl.Callback):
         real_save, count = torch.save, [0]
 
         def dying_save(obj, f, *args, **kwargs):
-            if not isinstance(f, str | os.PathLike):  # an in-memory copy, not a file write
+            if not isinstance(f, io.BufferedWriter):  # an in-memory copy, not a file write
                 return real_save(obj, f, *args, **kwargs)
             count[0] += 1
             if count[0] < self.write:
                 return real_save(obj, f, *args, **kwargs)
             buffer = io.BytesIO()
             real_save(obj, buffer)
-            with open(f, "wb") as out:
-                out.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-                out.flush()
-                os.fsync(out.fileno())
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.flush()
+            os.fsync(f.fileno())
             os.kill(os.getpid(), signal_module.SIGKILL)
 
         torch.save = dying_save

@@ -5,6 +5,8 @@ Data files are read through the loading phase training uses (fast, in-process); 
 checkpoints and faults go through `python -m mtl.train` itself.
 """
 
+import errno
+import io
 import json
 import os
 import pickle
@@ -320,3 +322,38 @@ def test_rows_all_in_one_group_say_the_train_split_is_empty(tmp_path, tokenizer)
         f"task.t: the train split is empty: {path} has 20 rows in 1 group(s) of "
         "split.group_column 'g', too few to deal to train, val"
     )
+
+
+def test_a_full_disk_during_a_checkpoint_write_fails_the_run_in_one_line(
+    tmp_path, mtl_train, monkeypatch
+):
+    """The disk fills while step 8's checkpoint is written (the second write): one line with
+    the cause and the resume command, metrics.json failed with the reason, step 4's
+    last.ckpt intact, no temporary file left."""
+    real_save, writes = torch.save, []
+
+    def full_disk(obj, f, *args, **kwargs):
+        if not isinstance(f, io.BufferedWriter):  # an in-memory copy, not a file write
+            return real_save(obj, f, *args, **kwargs)
+        writes.append(f.name)
+        if len(writes) < 2:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    run = tmp_path / "run"
+    result = mtl_train(*FAULT, f"hydra.run.dir={run}", cwd=tmp_path)
+    monkeypatch.undo()
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert error == (
+        "error: OSError: [Errno 28] No space left on device (writing a checkpoint): "
+        f"'{run}/checkpoints/last.ckpt'; the run can be resumed with: "
+        f"python -m mtl.train resume={run}"
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "No space left on device" in metrics["failure"]
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 4
+    assert not list((run / "checkpoints").glob(".*.tmp"))
