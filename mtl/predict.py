@@ -24,6 +24,7 @@ import argparse
 import csv
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -268,17 +269,23 @@ def _texts(table: Table, source: str, column: str) -> list[str]:
 
 
 def write_rows(rows: list[dict], columns: list[str], fmt: str) -> str:
-    """Rows as CSV, TSV (tabs inside values become spaces) or JSON Lines text."""
+    """Rows as CSV (RFC 4180), TSV or JSON Lines text. TSV has no quoting: quotes are written as
+    they are (the reader does not quote either); tabs and line breaks in values become spaces."""
     if fmt == "jsonl":
         return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     buffer = io.StringIO()
-    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
-    writer = csv.writer(buffer, lineterminator="\n", **dialect)
+    # CSV ends rows with CRLF (RFC 4180), so that a CR or LF inside a value is quoted
+    dialect = (
+        {"delimiter": "\t", "quoting": csv.QUOTE_NONE, "quotechar": None, "lineterminator": "\n"}
+        if fmt == "tsv"
+        else {"lineterminator": "\r\n"}
+    )
+    writer = csv.writer(buffer, **dialect)
     writer.writerow(columns)
     for row in rows:
         cells = ["" if row.get(c) is None else row[c] for c in columns]
         if fmt == "tsv":
-            cells = [str(c).replace("\t", " ").replace("\n", " ") for c in cells]
+            cells = [re.sub("[\t\r\n]", " ", str(c)) for c in cells]
         writer.writerow(cells)
     return buffer.getvalue()
 

@@ -33,3 +33,12 @@ def decode(raw: bytes, source: str, encoding: str) -> str:
     except LookupError:
         raise DataError(f"{source}: unknown encoding {encoding!r}") from None
     return text.removeprefix("\ufeff")
+
+
+def split_lines(text: str) -> list[str]:
+    """A text's lines, split on "\\n" alone (U+2028, U+0085 or a form feed stay inside a line);
+    a final newline does not start another line. Training and predict both split with this."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtl.data.decoding import read_text
+from mtl.data.decoding import read_text, split_lines
 from mtl.errors import DataError
 
 if TYPE_CHECKING:
@@ -130,10 +130,7 @@ def read_conll(path: Path, encoding: str = "utf-8") -> Iterator[Record]:
 
 def _lines(path: Path, encoding: str) -> list[str]:
     """The lines of a file, stripped; a final newline does not start another line."""
-    lines = read_text(path, encoding).split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line.strip() for line in lines]
+    return [line.strip() for line in split_lines(read_text(path, encoding))]
 
 
 def _levels(path: Path) -> tuple[str, str]:

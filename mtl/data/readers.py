@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtl.data.decoding import read_text
+from mtl.data.decoding import read_text, split_lines
 from mtl.data.formats import (
     read_aligned_pairs,
     read_conll,
@@ -283,7 +283,7 @@ class Table:
 def read_table(source: str, text: str, fmt: str) -> Table:
     """CSV, TSV, JSON Lines, or `lines` (one text a line, in a column named "text")."""
     if fmt == "lines":
-        lines = text.splitlines()
+        lines = split_lines(text)
         return Table(["text"], [(i, {"text": line}) for i, line in enumerate(lines, start=1)])
     records = iter_records(source, fmt, text)
     columns: dict[str, None] = {}
