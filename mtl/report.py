@@ -94,15 +94,27 @@ def find_runs(roots: list[Path]) -> list[Run]:
 
 def _walk(folder: Path) -> list[Run]:
     if (folder / "cv.json").is_file():
-        cv = json.loads((folder / "cv.json").read_text())
-        folds = [json.loads(f.read_text()) for f in sorted(folder.glob("fold*/metrics.json"))]
+        cv = _read_json(folder / "cv.json")
+        folds = [_read_json(f) for f in sorted(folder.glob("fold*/metrics.json"))]
         run = _run(folder, folds[0] if folds else {}, cv)
         if folds:
             run.train_seconds = sum(f.get("train_seconds", math.nan) for f in folds)
         return [run]
     if (folder / "metrics.json").is_file():
-        return [_run(folder, json.loads((folder / "metrics.json").read_text()))]
+        return [_run(folder, _read_json(folder / "metrics.json"))]
     return [run for child in sorted(folder.iterdir()) if child.is_dir() for run in _walk(child)]
+
+
+def _read_json(path: Path) -> dict:
+    """A run's JSON file; one that cannot be read (truncated, not an object) is an error naming
+    it, since a table without that run would mislead."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MtlError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise MtlError(f"{path}: expected a JSON object")
+    return data
 
 
 def _run(folder: Path, metrics: dict, cv: dict | None = None) -> Run:

@@ -53,16 +53,20 @@ class TrainedModel:
         return nullcontext()
 
 
-def resolve(path: str | Path) -> list[Path]:
-    """The checkpoint files or export directories that `path` names (several: an ensemble)."""
+def resolve(path: str | Path, _listed_by: tuple[Path, ...] = ()) -> list[Path]:
+    """The checkpoint files or export directories that `path` names (several: an ensemble);
+    an ensemble that lists itself, directly or through another, is an error naming it."""
     p = Path(path).expanduser()
+    if p.resolve() in _listed_by:
+        raise CheckpointError(f"{p / ENSEMBLE_FILE}: the ensemble lists itself (a cycle)")
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or directory")
     if p.is_file() or (p / EXPORT_FILE).is_file():
         return [p]
     if (p / ENSEMBLE_FILE).is_file():
         members = _read_json(p / ENSEMBLE_FILE).get("members") or []
-        return [m for member in members for m in resolve(p / member)]
+        listed_by = (*_listed_by, p.resolve())
+        return [m for member in members for m in resolve(p / member, listed_by)]
     best = p / "checkpoints" / "best.ckpt"
     if best.is_file():
         return [best]
@@ -132,7 +136,12 @@ def _read_export(path: Path) -> TrainedModel:
             raise CheckpointError(f"{path}: the exported model is missing {name}")
     description = _read_json(path / EXPORT_FILE)
     _check_format(path / EXPORT_FILE, description.get("format"))
+    for key in ("info", "tasks"):
+        if not isinstance(description.get(key), dict):
+            raise CheckpointError(f"{path / EXPORT_FILE}: key {key!r} is missing or not an object")
     info = dict(description["info"])
+    if "max_length" not in info:
+        raise CheckpointError(f"{path / EXPORT_FILE}: key 'info.max_length' is missing")
     model = MultiTaskModel(Bert.from_pretrained(path), _tasks(path, description["tasks"]))
     heads = load_safetensors(path / HEADS_FILE)
     _load_weights(path / HEADS_FILE, model.heads, heads)
