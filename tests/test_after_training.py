@@ -300,7 +300,7 @@ def test_bad_input_to_predict_is_one_clear_line(
 
 def test_export_refuses_to_overwrite(run_a, exported, run_module, tmp_path):
     before = (exported / "mtl.json").read_bytes()
-    result = run_module("mtl.export", str(run_a), str(exported), cwd=tmp_path, subprocess=True)
-    assert result.returncode == 1  # the interpreter's exit code, through python -m
+    result = run_module("mtl.export", str(run_a), str(exported), cwd=tmp_path)
+    assert result.returncode == 1
     assert f"error: {exported} already exists and is not empty" in result.stderr
     assert (exported / "mtl.json").read_bytes() == before

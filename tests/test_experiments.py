@@ -102,6 +102,7 @@ def test_data_efficiency_draws_learning_curves(mtl_train, data_root, tmp_path):
     assert "train_fraction=0.5 |" in gains[0] and "train_fraction=1.0 |" in gains[1]
 
 
+@pytest.mark.slow  # in CI's slow run: each mode has a faster test in test_transfer.py
 def test_transfer_modes(mtl_train, data_root, tmp_path):
     modes = "finetune,partial,feature_extraction,probe_then_finetune,gradual_unfreezing,layer_decay"
     sweep = experiment(mtl_train, data_root, tmp_path, "experiment=transfer_modes",
@@ -188,6 +189,7 @@ def test_a_stopped_cross_validation_resumes_where_it_stopped(
         assert resumed["pooled"][key] == pytest.approx(value, abs=1e-6), key
 
 
+@pytest.mark.slow  # in CI's slow run: the benchmark script end to end, two interpreters
 def test_complexity_best_scored_on_held_out_articles(data_root, tmp_path):
     """benchmarks/complexity_heldout.py trains experiment=complexity_best on a copy of the
     data root without 3 articles and scores the model on their sentences."""

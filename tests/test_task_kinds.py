@@ -78,6 +78,7 @@ def test_mlm_rows_with_nothing_to_mask_are_bad_rows(tokenizer, tmp_path):
     assert len(data.splits["train"]) == 2 and data.skipped == 2  # once per split
 
 
+@pytest.mark.slow  # in CI's slow run, with the other task kinds' longer CLI runs
 def test_mlm_alone_trains_and_lowers_the_held_out_loss(tmp_path, mtl_train):
     result = mtl_train("task=[demo_mlm]", *TINY, "optimizer.lr=1e-3",
                        f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)  # fmt: skip

@@ -170,6 +170,7 @@ def test_skip_reports_the_count_and_trains(tmp_path, bad_task, mtl_train):
     assert "training rows" in log and "task bad: 3 training rows" in log
 
 
+@pytest.mark.slow  # in CI's slow run: test_balancing tests each balancer, DWA's CLI run below
 def test_multirun_over_balancers_logs_their_weights(tmp_path, sweep, scalars):
     jobs = sweep(
         tmp_path, "balancer=static,uncertainty,dwa,rlw,pcgrad", "data.tasks_per_step=2",
