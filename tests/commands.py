@@ -10,7 +10,9 @@ interpreter's (sys.exit(None): 0; sys.exit("message"): the message on stderr and
 uncaught exception: its traceback on stderr and 1). Afterwards every process-global thing a
 run changes is put back (cwd, environment, argv, sys.path, standard streams, logging
 handlers and levels, signal handlers, warning filters, Hydra's global state, torch's default
-dtype, threads, determinism and RNG states), so that one test's run cannot affect another's.
+dtype, threads, determinism, RNG states and compiled code), so that one test's run cannot
+affect another's. Not put back: glibc's malloc settings (mtl.host_memory), which only a
+process of its own shows.
 """
 
 import ast
@@ -184,6 +186,8 @@ def _process_state(cwd: Path, env: dict | None, argv: list[str], stdin, out, err
         random.setstate(rng[0])
         np.random.set_state(rng[1])
         torch.set_rng_state(rng[2])
+        if "torch._dynamo" in sys.modules:  # what a compiled run cached (its recompile limit too)
+            torch._dynamo.reset()
         sys.argv, sys.path[:] = saved_argv, saved_path
         os.chdir(saved_cwd)
         for key in set(os.environ) - set(saved_env):
