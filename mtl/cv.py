@@ -35,7 +35,7 @@ from mtl import trained
 from mtl.data.fingerprint import check_unchanged, recorded_files_now
 from mtl.errors import ConfigError, require
 from mtl.evaluate import predictions, split_datasets
-from mtl.io import atomic_write_text
+from mtl.io import atomic_write_text, read_json_object
 from mtl.tasks import all_kinds, kind_named
 from mtl.trained import ENSEMBLE_FILE
 
@@ -106,7 +106,7 @@ def _finished(fold_dir: Path, allow_changed_data: bool) -> dict | None:
     """A fold that a resumed cross-validation need not train again: its metrics.json, once its
     data files are checked to be as it recorded them (mtl/data/fingerprint.py)."""
     metrics = fold_dir / "metrics.json"
-    summary = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    summary = read_json_object(metrics) if metrics.is_file() else {}
     done = summary.get("status") == "finished" and summary.get("best_checkpoint")
     if not (done and Path(summary["best_checkpoint"]).is_file()):
         return None

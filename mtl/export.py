@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mtl import cli
 from mtl.errors import MtlError
-from mtl.io import atomic_write_text, fresh_directory
+from mtl.io import atomic_write_text, fresh_directory, read_json_object
 from mtl.model import CHECKPOINT_FORMAT
 from mtl.pretrained import save_pretrained
 from mtl.tasks import spec_dict
@@ -49,7 +49,7 @@ def run_metrics(source: Path) -> dict:
     for folder in (source.parent, source.parent.parent):
         file = folder / "metrics.json"
         if file.is_file():
-            return json.loads(file.read_text(encoding="utf-8"))
+            return read_json_object(file)
     return {}
 
 

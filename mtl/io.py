@@ -1,7 +1,9 @@
-"""Atomic file writes: a crash leaves the old file or the new one, never half of one."""
+"""Atomic file writes (a crash leaves the old file or the new one, never half of one), and the
+one reader of mtl's own JSON files."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -62,3 +64,15 @@ def fresh_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_json_object(path: Path, error: type[MtlError] = MtlError) -> dict:
+    """A JSON object file that mtl wrote (metrics.json, cv.json, mtl.json, ensemble.json); one
+    that cannot be read (missing, truncated, not an object) is an `error` naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object")
+    return data

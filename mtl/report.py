@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import statistics
 import sys
@@ -35,7 +34,7 @@ from omegaconf import DictConfig
 
 from mtl import cli
 from mtl.errors import MtlError
-from mtl.io import atomic_write, atomic_write_text
+from mtl.io import atomic_write, atomic_write_text, read_json_object
 
 
 @dataclass
@@ -94,27 +93,15 @@ def find_runs(roots: list[Path]) -> list[Run]:
 
 def _walk(folder: Path) -> list[Run]:
     if (folder / "cv.json").is_file():
-        cv = _read_json(folder / "cv.json")
-        folds = [_read_json(f) for f in sorted(folder.glob("fold*/metrics.json"))]
+        cv = read_json_object(folder / "cv.json")
+        folds = [read_json_object(f) for f in sorted(folder.glob("fold*/metrics.json"))]
         run = _run(folder, folds[0] if folds else {}, cv)
         if folds:
             run.train_seconds = sum(f.get("train_seconds", math.nan) for f in folds)
         return [run]
     if (folder / "metrics.json").is_file():
-        return [_run(folder, _read_json(folder / "metrics.json"))]
+        return [_run(folder, read_json_object(folder / "metrics.json"))]
     return [run for child in sorted(folder.iterdir()) if child.is_dir() for run in _walk(child)]
-
-
-def _read_json(path: Path) -> dict:
-    """A run's JSON file; one that cannot be read (truncated, not an object) is an error naming
-    it, since a table without that run would mislead."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MtlError(f"{path}: cannot be read as JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise MtlError(f"{path}: expected a JSON object")
-    return data
 
 
 def _run(folder: Path, metrics: dict, cv: dict | None = None) -> Run:

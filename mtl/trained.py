@@ -12,7 +12,6 @@ Evaluate, predict, export and `encoder.init_from` all read models through `load`
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import nn
 
 from mtl.encoder import Bert, BertConfig
 from mtl.errors import CheckpointError, MtlError
+from mtl.io import read_json_object
 from mtl.model import CHECKPOINT_FORMAT, MultiTaskModel
 from mtl.tasks import Task, stored_tasks
 from mtl.tensor_files import load_data, load_safetensors
@@ -64,7 +64,7 @@ def resolve(path: str | Path, _listed_by: tuple[Path, ...] = ()) -> list[Path]:
     if p.is_file() or (p / EXPORT_FILE).is_file():
         return [p]
     if (p / ENSEMBLE_FILE).is_file():
-        members = _read_json(p / ENSEMBLE_FILE).get("members") or []
+        members = read_json_object(p / ENSEMBLE_FILE, CheckpointError).get("members") or []
         listed_by = (*_listed_by, p.resolve())
         return [m for member in members for m in resolve(p / member, listed_by)]
     best = p / "checkpoints" / "best.ckpt"
@@ -134,7 +134,7 @@ def _read_export(path: Path) -> TrainedModel:
     for name in ("config.json", "model.safetensors", HEADS_FILE, EXPORT_FILE):
         if not (path / name).is_file():
             raise CheckpointError(f"{path}: the exported model is missing {name}")
-    description = _read_json(path / EXPORT_FILE)
+    description = read_json_object(path / EXPORT_FILE, CheckpointError)
     _check_format(path / EXPORT_FILE, description.get("format"))
     for key in ("info", "tasks"):
         if not isinstance(description.get(key), dict):
@@ -181,13 +181,3 @@ def _check_format(source: Path, found: object) -> None:
     raise CheckpointError(
         f"{source}: model format {found!r} is not one this mtl reads ({CHECKPOINT_FORMAT})"
     )
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot be read as JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data

@@ -241,6 +241,20 @@ def export_without_heads(exported: Path, tmp: Path) -> Path:
     return tmp / "broken"
 
 
+def export_without_info(export: Path, tmp: Path) -> Path:
+    shutil.copytree(export, tmp / "noinfo")
+    described = json.loads((tmp / "noinfo/mtl.json").read_text())
+    del described["info"]
+    (tmp / "noinfo/mtl.json").write_text(json.dumps(described))
+    return tmp / "noinfo"
+
+
+def self_listing_ensemble(run: Path, tmp: Path) -> Path:
+    (tmp / "ens").mkdir()
+    (tmp / "ens/ensemble.json").write_text(json.dumps({"members": [str(run), "."]}))
+    return tmp / "ens"
+
+
 def sweep_directory(run: Path, tmp: Path) -> Path:
     for job in ("0_seed=1", "1_seed=2"):
         (tmp / "sweep" / job / "checkpoints").mkdir(parents=True)
@@ -275,19 +289,21 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
         (pickled_checkpoint, GOOD, [], r"pickled\.ckpt: holds objects other than tensors and plain data \(pathlib\.\w*Path\)"),
         (truncated_checkpoint, GOOD, [], r"cut\.ckpt: not a readable checkpoint \(truncated"),
         (export_without_heads, GOOD, [], r"broken: the exported model is missing heads\.safetensors"),
+        (export_without_info, GOOD, [], r"noinfo/mtl\.json: key 'info' is missing or not an object"),
+        (self_listing_ensemble, GOOD, [], r"ens/ensemble\.json: the ensemble lists itself \(a cycle\)"),
         (sweep_directory, GOOD, [], r"sweep holds 2 runs \(a sweep\?\); name the ones to use.*\n.*0_seed=1\n.*1_seed=2"),
         (lambda run, tmp: tmp / "nowhere", GOOD, [], r"nowhere: no such file or directory"),
     ],
     ids=[
         "empty-file", "header-only", "no-text-column", "empty-text", "undecodable", "unknown-task",
         "unknown-suffix", "column-clash", "newer-format", "not-mtl", "pickle", "truncated",
-        "export-missing-file", "sweep-dir", "missing-path",
+        "export-missing-file", "export-missing-key", "ensemble-cycle", "sweep-dir", "missing-path",
     ],
 )  # fmt: skip
 def test_bad_input_to_predict_is_one_clear_line(
     run_a, exported, run_module, tmp_path, model, make_input, extra, message
 ):
-    source = exported if model is export_without_heads else run_a
+    source = exported if model in (export_without_heads, export_without_info) else run_a
     model_path = model(source, tmp_path) if model else run_a
     out = tmp_path / "out.csv"
     result = run_module("mtl.predict", str(model_path), "--input", str(make_input(tmp_path)),

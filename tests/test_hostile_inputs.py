@@ -360,3 +360,11 @@ def test_a_full_disk_during_a_checkpoint_write_fails_the_run_in_one_line(
     assert metrics["status"] == "failed" and "No space left on device" in metrics["failure"]
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 4
     assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_report_names_a_truncated_metrics_file(tmp_path, run_module):
+    (tmp_path / "runs/a").mkdir(parents=True)
+    (tmp_path / "runs/a/metrics.json").write_text('{"status": "fini')
+    result = run_module("mtl.report", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"error: {tmp_path / 'runs/a/metrics.json'}: cannot be read as JSON" in result.stderr
