@@ -22,7 +22,6 @@ import copy
 import csv
 import io
 import json
-import logging
 import math
 import statistics
 from dataclasses import dataclass
@@ -32,14 +31,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtl import trained
-from mtl.data.fingerprint import check_unchanged, recorded_files_now
 from mtl.errors import ConfigError, require
 from mtl.evaluate import predictions, split_datasets
 from mtl.io import atomic_write_text, read_json_object
+from mtl.resume import check_resumed_data
 from mtl.tasks import all_kinds, kind_named
 from mtl.trained import ENSEMBLE_FILE
-
-log = logging.getLogger("mtl.train")
 
 
 @dataclass
@@ -110,10 +107,7 @@ def _finished(fold_dir: Path, allow_changed_data: bool) -> dict | None:
     done = summary.get("status") == "finished" and summary.get("best_checkpoint")
     if not (done and Path(summary["best_checkpoint"]).is_file()):
         return None
-    recorded, allow = summary.get("data") or {}, "resume_allow_changed_data=true"
-    now = recorded_files_now(recorded)
-    for change in check_unchanged(recorded, now, allow_changed_data, allow):
-        log.warning("%s; resuming anyway (%s)", change, allow)
+    check_resumed_data(summary.get("data") or {}, allow_changed_data)
     return summary
 
 

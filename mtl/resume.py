@@ -19,6 +19,7 @@ from mtl.errors import ConfigError, DataError
 from mtl.tensor_files import load_data
 
 log = logging.getLogger("mtl.train")
+ALLOW_CHANGED_DATA = "resume_allow_changed_data=true"  # the setting that resumes anyway
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
@@ -79,12 +80,17 @@ def resume_checkpoint(
             f"resume={resume}: the checkpoint trained tasks {trained_tasks}, this run has "
             f"{tasks}; resume with the same task=[...]"
         )
-    recorded = description.get("data") or {}
-    allow = "resume_allow_changed_data=true"
     try:
-        found = check_unchanged(recorded, recorded_files_now(recorded), allow_changed_data, allow)
+        check_resumed_data(description.get("data") or {}, allow_changed_data)
     except DataError as e:
         raise ConfigError(f"resume={resume}: {e}") from None
-    for change in found:
-        log.warning("%s; resuming anyway (%s)", change, allow)
     return path
+
+
+def check_resumed_data(recorded: dict, allow_changed_data: bool) -> None:
+    """Refuse (DataError) data files changed since a run recorded them ({task: {split:
+    summary}}), or with `allow_changed_data` log a warning per change (a run's resume, and a
+    resumed cross-validation's finished folds)."""
+    now = recorded_files_now(recorded)
+    for change in check_unchanged(recorded, now, allow_changed_data, ALLOW_CHANGED_DATA):
+        log.warning("%s; resuming anyway (%s)", change, ALLOW_CHANGED_DATA)

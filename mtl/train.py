@@ -88,16 +88,16 @@ def train(cfg: DictConfig) -> dict:
         plugins=[AtomicCheckpointIO()],
     )  # fmt: skip
     prepare_transfer(cfg, trainer, encoder, data, run_info, data_cfg)
+    hparams, output_dir = flat_hparams(cfg), Path(cfg.paths.output_dir)
     with run.metrics.recording_failure(write=trainer.is_global_zero):
-        fit(trainer, model, datamodule, resume, run, loggers, flat_hparams(cfg))
+        fit(trainer, model, datamodule, resume, run, loggers, hparams)
         if run.stop.received is None and trainer.is_global_zero:
             score_test(run, data, trainer.strategy.root_device)
         summary = run.metrics.summary()
         if trainer.is_global_zero:
-            output_dir = Path(cfg.paths.output_dir)
-            publish(summary, run, loggers, flat_hparams(cfg), list(data), output_dir)
+            publish(summary, run, loggers, hparams, list(data), output_dir)
     if run.stop.received is not None:
-        raise RunStoppedError(run.stop.received, Path(cfg.paths.output_dir), trainer.global_step)
+        raise RunStoppedError(run.stop.received, output_dir, trainer.global_step)
     return summary
 
 
