@@ -91,11 +91,11 @@ def _own_keys(name: str, raw: dict) -> dict:
     own = {f.name for f in dataclasses.fields(kind.spec_type)}
     kept = {}
     for key, value in raw.items():
-        unset = key in UNION_DEFAULTS and value == UNION_DEFAULTS[key]
+        if key in UNION_DEFAULTS and value == UNION_DEFAULTS[key]:
+            continue  # unset in the old spec: the kind's own default applies
         if key in own or key not in UNION_DEFAULTS:
-            if not unset:
-                kept[key] = value
-        elif not unset:
+            kept[key] = value
+        else:
             log.warning("task %s: the checkpoint sets %s=%r, which a %s task does not use; "
                         "ignored", name, key, value, raw["type"])  # fmt: skip
     return kept
