@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -85,6 +86,18 @@ def direction(mode: str) -> str:
     return "maximize" if mode == "max" else "minimize"
 
 
+def cpu_precision(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """`${mtl_cpu_precision:}`: bf16 autocast where the CPU computes bf16 natively (the
+    avx512_bf16 or amx_bf16 flag), else fp32: without them bf16 is emulated, and a MiniLM
+    training step took 12x as long as in fp32 (AVX2 only, 16 x 40 tokens: 12.3 s vs 1.0 s)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:  # not Linux: no flags to read
+        return "32-true"
+    native = re.search(r"^flags\s*:.*\b(avx512_bf16|amx_bf16)\b", text, re.MULTILINE)
+    return "bf16-mixed" if native else "32-true"
+
+
 def register() -> None:
     """Make the schema and the config resolvers known to Hydra (before composing)."""
     if not OmegaConf.has_resolver("mtl_root"):
@@ -93,6 +106,7 @@ def register() -> None:
         OmegaConf.register_new_resolver("mtl_per_task", per_task)
         OmegaConf.register_new_resolver("mtl_sweep_name", sweep_name)
         OmegaConf.register_new_resolver("mtl_direction", direction)
+        OmegaConf.register_new_resolver("mtl_cpu_precision", cpu_precision)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     for name, kind in all_kinds().items():  # a task file starts from schema/task/<its kind>
         ConfigStore.instance().store(group="schema/task", name=name, node=kind.spec_type(name))

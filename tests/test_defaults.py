@@ -13,7 +13,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from mtl import validation
-from mtl.config import TrainConfig
+from mtl.config import TrainConfig, cpu_precision
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TYPED = {
@@ -93,3 +93,21 @@ def test_a_run_checks_its_config_once(tmp_path, mtl_train, monkeypatch):
     result = mtl_train(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "precision"),
+    [("fpu avx2 avx512f avx512_bf16", "bf16-mixed"), ("fpu amx_bf16 amx_tile", "bf16-mixed"),
+     ("fpu sse2 avx2 fma", "32-true")],
+)  # fmt: skip
+def test_the_cpu_trainer_uses_bf16_only_where_the_cpu_has_it(tmp_path, flags, precision):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert cpu_precision(str(cpuinfo)) == precision
+    assert cpu_precision(str(tmp_path / "missing")) == "32-true"
+
+
+def test_the_default_run_takes_the_cpus_precision():
+    resolved, written = default_config()
+    assert written["trainer"]["precision"] == "${mtl_cpu_precision:}"
+    assert resolved["trainer"]["precision"] == cpu_precision()
