@@ -25,7 +25,7 @@ from mtl.tensor_files import atomic_save_safetensors, load_data, load_safetensor
 
 
 class Pooling(str, Enum):
-    cls = "cls"  # the [CLS] token's last state
+    cls = "cls"  # the first token's last state ([CLS], <s>)
     mean = "mean"  # the mean over real (non-padding) tokens
 
 
@@ -57,7 +57,7 @@ class BertConfig:
     attention_dropout: float = 0.1  # on attention probabilities
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
-    pooling: str = "cls"  # a Pooling: the [CLS] state, or the mean over real tokens
+    pooling: str = "mean"  # a Pooling; mean where a checkpoint's config.json has no `pooling`
     attention: str = "auto"  # an Attention: "auto" picks the fastest path
 
     # Hugging Face config.json key for each field that lives there (pooling/attention do not).

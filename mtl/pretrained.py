@@ -60,13 +60,19 @@ def save_pretrained(model: Bert, tokenizer: Tokenizer, path: str | Path) -> None
 
 @dataclass
 class EncoderConfig:
-    """The shared encoder: pretrained (fine-tuning, feature extraction) or from scratch."""
+    """The shared encoder: pretrained (fine-tuning, feature extraction) or from scratch.
+
+    `text_prefix` goes before every text at training, prediction and evaluation (before the
+    first text of a pair only: the encoder reads one input that starts with it, as e5 reads
+    "query: ..."); it is stored with the model, so predict and evaluate apply it themselves.
+    """
 
     pretrained: str | None = "minilm"  # 'minilm', a Hugging Face BERT directory, or null
     init_from: str | None = None  # an mtl run, checkpoint or export: its encoder (not heads)
     tokenizer: str = "minilm"  # tokenizer source when pretrained is null
     max_length: int = 128  # tokens per text (pair), special tokens included
-    pooling: Pooling = Pooling.mean  # MiniLM's sentence vectors are mean-pooled
+    pooling: Pooling | None = None  # None: the checkpoint's `pooling` (mean if it has none)
+    text_prefix: str | None = None  # before every text, e.g. e5's "query: " (see above)
     attention: Attention = Attention.auto
     dropout: float | None = None  # None: the checkpoint's own
     freeze_embeddings: bool = False
@@ -82,7 +88,10 @@ class EncoderConfig:
     def check(self) -> None:
         """The ranges of these settings; errors name the `encoder.` key."""
         length, dropout = self.max_length, self.dropout
-        require("encoder.max_length", length, length > 2, "> 2 (it counts [CLS] and [SEP])")
+        specials = "> 2 (it counts the special tokens around a text, such as [CLS] and [SEP])"
+        require("encoder.max_length", length, length > 2, specials)
+        prefix = self.text_prefix
+        require("encoder.text_prefix", prefix, prefix != "", "a non-empty string or null")
         ok = dropout is None or 0 <= dropout < 1
         require("encoder.dropout", dropout, ok, "in [0, 1) or null")
         modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -98,8 +107,8 @@ def build_encoder(
     """The encoder and tokenizer an EncoderConfig describes, frozen as configured.
 
     `start` (the encoder and tokenizer of an earlier run, for `encoder.init_from`) replaces
-    `pretrained`: its architecture and weights, with this config's pooling, attention,
-    dropout, maximum length and freezing.
+    `pretrained`: its architecture, weights and pooling, with this config's pooling (if set),
+    attention, dropout, maximum length and freezing.
     """
     try:
         return _build_encoder(cfg, start)
@@ -112,7 +121,9 @@ def build_encoder(
 def _build_encoder(
     cfg: EncoderConfig, start: tuple[Bert, Tokenizer] | None
 ) -> tuple[Bert, Tokenizer]:
-    options = {"pooling": cfg.pooling, "attention": cfg.attention}
+    options: dict = {"attention": cfg.attention}
+    if cfg.pooling is not None:
+        options["pooling"] = cfg.pooling
     if cfg.dropout is not None:
         options |= {"dropout": cfg.dropout, "attention_dropout": cfg.dropout}
     if start is not None:
