@@ -3,8 +3,9 @@
 Hydra writes `.hydra/config.yaml` before the job starts, so these checks run earlier than the
 job itself, at `on_run_start` / `on_multirun_start`: the directory must not hold another run
 (unless this run resumes it) and is then claimed by its lock (mtl/run_lock.py: of two runs
-started together only one trains there), and the composed config must pass mtl's checks
-(unknown keys, ranges, `_target_`; see mtl/validation.py). Hydra turns exceptions from
+started together only one trains there; a resume takes over the lock its killed run left), and
+the composed config must pass mtl's checks (unknown keys, ranges, `_target_`; see
+mtl/validation.py). Hydra turns exceptions from
 callbacks into warnings, so a refusal exits the process with one line.
 """
 
@@ -39,7 +40,7 @@ class RefuseExistingRun(Callback):
         resumes = config.get("resume") and Path(config.resume).resolve() == run_dir.resolve()
         if not resumes:
             refuse_if_used(run_dir, "hydra.run.dir")
-        _exit_on_error(run_lock.claim, run_dir)
+        _exit_on_error(run_lock.claim, run_dir, take_stale=bool(resumes))
         _exit_on_error(check_config, config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -49,9 +50,9 @@ class RefuseExistingRun(Callback):
         _exit_on_error(check_config, config)  # the shared settings; each job checks its own
 
 
-def _exit_on_error(check, argument: object) -> None:
+def _exit_on_error(check, *args: object, **kwargs: object) -> None:
     try:
-        check(argument)
+        check(*args, **kwargs)
     except MtlError as e:
         sys.exit(f"error: {e}")
 

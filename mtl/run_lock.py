@@ -5,16 +5,20 @@ by writing a temporary file and hard-linking it to `run.lock`: the link fails if
 exists, so of two runs started together exactly one claims the directory. `fcntl.flock` rather
 than O_EXCL alone tells a live holder from a dead one: the kernel drops a dead process's flock,
 so a lock file that can be flocked was left by a process that no longer runs (killed before it
-could remove it). Such a stale lock is reported, never taken silently: the directory may hold a
-half-written run. A run removes its lock when it ends (normally, on an error or a stop by
-signal); the process's lock file handles are closed with it. flock is local to a host (and
-unreliable on some network file systems), hence the host in the lock's text.
+could remove it). Such a stale lock is reported, never taken silently: a new run refuses the
+directory, which may hold a half-written run; `resume=` of that directory (what a killed run is
+resumed with) takes it over with a warning naming the dead holder, if it was on this host. A run
+removes its lock when it ends (normally, on an error or a stop by signal); the process's lock
+file handles are closed with it. flock is local to a host (and unreliable on some network file
+systems), hence the host in the lock's text: a lock from another host is never taken over.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import re
 import secrets
 import socket
 import time
@@ -24,6 +28,7 @@ from mtl.errors import MtlError
 
 LOCK_NAME = "run.lock"
 _held: dict[Path, int] = {}  # lock path -> the open, flocked file descriptor
+log = logging.getLogger(__name__)
 
 
 class RunLockedError(MtlError):
@@ -36,8 +41,10 @@ def ddp_worker() -> bool:
     return os.environ.get("LOCAL_RANK", "0") != "0"
 
 
-def claim(directory: Path) -> None:
-    """Claim `directory` for this process (created if missing) or raise RunLockedError."""
+def claim(directory: Path, take_stale: bool = False) -> None:
+    """Claim `directory` for this process (created if missing) or raise RunLockedError.
+    `take_stale` (a resume of this directory) takes over a lock left on this host by a process
+    that no longer runs."""
     if ddp_worker():
         return
     directory.mkdir(parents=True, exist_ok=True)
@@ -50,10 +57,8 @@ def claim(directory: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode())
-        os.link(tmp, path)
-    except FileExistsError:
-        os.close(fd)
-        raise RunLockedError(describe(path)) from None
+        if not _link(tmp, path, take_stale):
+            raise RunLockedError(describe(path))
     except BaseException:
         os.close(fd)
         raise
@@ -62,28 +67,78 @@ def claim(directory: Path) -> None:
     _held[path] = fd
 
 
+def _link(tmp: Path, path: Path, take_stale: bool) -> bool:
+    """Make the claimed lock file `tmp` the directory's `path`; False if another lock is there
+    (and is not a stale one of this host to take over)."""
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        if not take_stale:
+            return False
+    try:
+        old = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # removed meanwhile: another run is claiming the directory
+    try:
+        fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for the swap: one taker wins
+        owner = os.read(old, 512).decode(errors="replace").strip()
+        host = re.search(r" on (\S+) since ", owner)
+        if not host or host[1] != socket.gethostname() or not _same_file(old, path):
+            return False
+        os.replace(tmp, path)
+    except BlockingIOError:
+        return False  # its holder runs
+    finally:
+        os.close(old)
+    log.warning("%s was left by a run that no longer runs (%s); this resume takes it over",
+                path, owner)  # fmt: skip
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd` (not replaced by another taker)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
 def check_free(directory: Path, key: str) -> None:
-    """Raise RunLockedError if a live or dead run holds `directory`'s lock (`key` names the
-    setting that pointed there)."""
+    """Raise RunLockedError if a running process holds `directory`'s lock (`key` names the
+    setting that pointed there). A stale lock may stay: the directory is only read."""
     path = directory / LOCK_NAME
-    if not ddp_worker() and path.exists() and path.resolve() not in _held:
+    if ddp_worker() or not path.exists() or path.resolve() in _held:
+        return
+    owner, live = holder(path)
+    if live or owner is None:
         raise RunLockedError(f"{key}={directory}: {describe(path)}")
 
 
-def describe(path: Path) -> str:
-    """What a user reads about an existing lock file: who holds it, or that its holder died."""
+def holder(path: Path) -> tuple[str | None, bool]:
+    """Who a lock file names (None if it is gone) and whether that process still holds it."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        return f"{path.parent} was being claimed by another run; try again"
+        return None, False
     try:
         owner = os.read(fd, 512).decode(errors="replace").strip() or "an unknown process"
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return f"{path.parent} is in use by another run ({owner}); wait for it to end"
+            return owner, True
+        return owner, False
     finally:
         os.close(fd)
+
+
+def describe(path: Path) -> str:
+    """What a user reads about an existing lock file: who holds it, or that its holder died."""
+    owner, live = holder(path)
+    if owner is None:
+        return f"{path.parent} was being claimed by another run; try again"
+    if live:
+        return f"{path.parent} is in use by another run ({owner}); wait for it to end"
     return (
         f"{path} is left by a run that no longer runs ({owner}); if no process uses "
         f"{path.parent}, delete {path} and run again"

@@ -1,5 +1,6 @@
 """One run per directory (mtl/run_lock.py): two runs started together, a directory held by a
-live process, one left by a killed process, and a finished run's directory resumed."""
+live process, one left by a killed process (refused to a new run, taken over by its resume), and
+a finished run's directory resumed."""
 
 import json
 import os
@@ -70,6 +71,27 @@ def test_a_held_directory_is_refused_and_a_killed_holders_lock_reported(tmp_path
     assert (run / "run.lock").exists()  # reported, not taken
     (run / "run.lock").unlink()
     assert mtl_train(*TINY, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+
+
+def test_a_resume_takes_over_the_lock_its_killed_run_left(tmp_path, mtl_train):
+    run = tmp_path / "run"
+    assert mtl_train(*TINY, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    holder = hold(run)  # then killed: as a run killed mid-training leaves its lock
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    resumed = mtl_train(f"resume={run}", "trainer.max_steps=6", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    said = resumed.stdout + resumed.stderr  # logged before Hydra's job starts: to stdout
+    assert f"(pid {holder.pid} on " in said and "this resume takes it over" in said, said[-2000:]
+    assert not (run / "run.lock").exists()
+
+
+def test_a_lock_left_on_another_host_is_not_taken_over(tmp_path, mtl_train):
+    run = tmp_path / "run"
+    assert mtl_train(*TINY, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    (run / "run.lock").write_text("pid 1 on another-host since 2026-01-01 00:00:00\n")
+    line = one_error(mtl_train(f"resume={run}", "trainer.max_steps=6", cwd=tmp_path))
+    assert re.search(STALE, line) and "another-host" in line, line
 
 
 def test_a_finished_runs_directory_is_unlocked_and_resumes(tmp_path, mtl_train):
