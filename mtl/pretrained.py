@@ -43,11 +43,20 @@ def resolve_pretrained(name_or_path: str | Path) -> Path:
 def load_pretrained(
     name_or_path: str | Path, max_length: int, **overrides
 ) -> tuple[Bert, Tokenizer]:
-    """The encoder and its tokenizer; `overrides` replace BertConfig fields (dropout, pooling)."""
+    """The encoder and its tokenizer; `overrides` replace BertConfig fields (dropout, pooling).
+    The tokenizer's padding token is the encoder's pad_token_id (config.json's may differ)."""
     path = resolve_pretrained(name_or_path)
-    model = Bert.from_pretrained(path, **overrides)
+    tokenizer = load_tokenizer(path, max_length)
+    pad = pad_id(tokenizer, f"the tokenizer at {path}")
+    model = Bert.from_pretrained(path, pad_token_id=pad, **overrides)
     _check_max_length(max_length, model, str(path))
-    return model, load_tokenizer(path, max_length)
+    pieces, rows = tokenizer.get_vocab_size(), model.cfg.vocab_size
+    if pieces > rows:
+        raise CheckpointError(
+            f"{path}: the tokenizer has {pieces} pieces, but the encoder's word embedding "
+            f"only {rows} rows (config.json's vocab_size): they do not belong together"
+        )
+    return model, tokenizer
 
 
 def _check_max_length(max_length: int, model: Bert, source: str) -> None:

@@ -17,12 +17,12 @@ from mtl.heads import MaskedLMHead
 from mtl.tasks.base import Task
 from mtl.tasks.registry import register_kind
 from mtl.tasks.spec import Label, TaskSpec
+from mtl.tokenizer import SpecialTokens
 
 if TYPE_CHECKING:
     from mtl.data.cache import TokenizedTexts
 
 IGNORE = -100  # a position that was not chosen: no target
-SPECIAL = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")  # never chosen
 
 
 @dataclass
@@ -40,10 +40,11 @@ class MaskedLMSpec(TaskSpec):
 class MaskedLMTask(Task):
     """BERT's masked LM (Devlin et al. 2019): `mask_probability` (15%) of each text's word
     pieces, never special tokens or padding and at least one per text, are chosen; of those 80%
-    become [MASK], 10% a random piece and 10% stay as they are, and the head predicts the
-    original piece at each chosen position. The choice is drawn per batch from (seed, step,
-    task, row): a resumed run masks exactly as the uninterrupted one would have, and each
-    validation masks the same positions.
+    become the tokenizer's mask token ([MASK], <mask>), 10% a random piece and 10% stay as they
+    are, and the head predicts the original piece at each chosen position (over the encoder's
+    vocabulary, which may have more rows than the tokenizer has pieces). The choice is drawn
+    per batch from (seed, step, task, row): a resumed run masks exactly as the uninterrupted
+    one would have, and each validation masks the same positions.
 
     Continued pretraining on in-domain text, alone or beside the real tasks, is the classic use
     (Gururangan et al. 2020). Its score weight defaults to 0: an auxiliary task that shapes the
@@ -52,18 +53,20 @@ class MaskedLMTask(Task):
 
     spec: MaskedLMSpec
     mask_id: int = 0
-    vocab_size: int = 0
-    special_ids: tuple[int, ...] = ()
+    vocab_size: int = 0  # the tokenizer's pieces: random replacements are drawn from them
+    special_ids: tuple[int, ...] = ()  # every special token of the tokenizer: never chosen
     level: ClassVar[str] = "token"
     default_score_weight: ClassVar[float] = 0.0
 
     @classmethod
     def fit(cls, name: str, spec: MaskedLMSpec, labels: list[Label], tokenizer: Tokenizer) -> Task:
-        mask_id = tokenizer.token_to_id("[MASK]")
-        if mask_id is None:
-            raise DataError(f"task.{name}: the tokenizer has no [MASK] token to mask with")
-        special = tuple(i for t in SPECIAL if (i := tokenizer.token_to_id(t)) is not None)
-        return cls(name, spec, mask_id, tokenizer.get_vocab_size(), special)
+        special = SpecialTokens.of(tokenizer)
+        if special.mask is None:
+            raise DataError(
+                f"task.{name}: the tokenizer has no mask token (a special token named [MASK] or "
+                "<mask>) to mask with"
+            )
+        return cls(name, spec, special.mask.id, tokenizer.get_vocab_size(), special.ids)
 
     @classmethod
     def from_state(cls, name: str, spec: MaskedLMSpec, state: dict) -> MaskedLMTask:
