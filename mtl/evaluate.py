@@ -85,7 +85,8 @@ def split_datasets(
     datasets, current = {}, {}
     for name, task in trained.tasks.items():
         if split in declared_splits(task.spec):
-            data = load_task(name, task.spec, trained.tokenizer, cfg, seed, task, [split])
+            data = load_task(name, task.spec, trained.tokenizer, cfg, seed, task, [split],
+                             trained.text_prefix)  # fmt: skip
             datasets[name], current[name] = data.splits[split], data.summary()
     recorded = trained.info.get("data") or {}
     for change in check_unchanged(recorded, current, allow_changed_data, "--allow-changed-data"):
@@ -114,7 +115,7 @@ def file_dataset(trained: TrainedModel, task: str, path: str, args) -> dict[str,
         **label,
     )
     cfg = DataConfig(on_bad_row=trained.info.get("on_bad_row", "error"))
-    data = load_task(task, spec, trained.tokenizer, cfg, 0, fitted, ["input"])
+    data = load_task(task, spec, trained.tokenizer, cfg, 0, fitted, ["input"], trained.text_prefix)
     return {task: data.splits["input"]}
 
 

@@ -1,9 +1,11 @@
 """Export a trained model as a self-contained directory: `python -m mtl.export MODEL OUT_DIR`.
 
     OUT_DIR/config.json, model.safetensors,    the encoder in the Hugging Face BERT layout
-            tokenizer.json, vocab.txt, ...     (transformers.BertModel.from_pretrained loads it)
+            tokenizer.json, tokenizer_config.json, (transformers.BertModel.from_pretrained and
+            special_tokens_map.json, ...       AutoTokenizer.from_pretrained load them)
             heads.safetensors                  one head per task
-            mtl.json                           task specs and fitted states, run info
+            mtl.json                           task specs and fitted states, run info (with
+                                               the text prefix, if the model has one)
             README.md                          the model card
 
 Nothing in it is a pickle; predict and evaluate read it without the run directory.
@@ -99,7 +101,9 @@ def model_card(trained: TrainedModel, out: Path) -> str:
         "```",
         "",
         "The encoder alone loads in `transformers.BertModel.from_pretrained` (the pooling mtl "
-        f"used is `{trained.model.encoder.cfg.pooling}`, recorded as `pooling` in config.json).",
+        f"used is `{trained.model.encoder.cfg.pooling}`, recorded as `pooling` in config.json), "
+        "its tokenizer in `transformers.AutoTokenizer.from_pretrained`.",
+        *_prefix_note(trained.text_prefix),
         f"Precision: `{info.get('precision', '?')}`; maximum length: {info.get('max_length')} "
         "tokens.",
         "",
@@ -108,6 +112,16 @@ def model_card(trained: TrainedModel, out: Path) -> str:
     if info.get("config"):
         lines += ["## Training config", "", "```yaml", info["config"].rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def _prefix_note(prefix: str | None) -> list[str]:
+    if prefix is None:
+        return []
+    return [
+        f"Every text was read after the prefix `{json.dumps(prefix)}` (`text_prefix` in "
+        "mtl.json's info; not before a pair's second text): mtl.predict and mtl.evaluate put it "
+        "there themselves; put it before each text when you use the encoder directly."
+    ]
 
 
 def _source(info: dict) -> str:

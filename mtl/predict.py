@@ -138,7 +138,7 @@ class Predictor:
         size = batch_size or member.info.get("eval_batch_size", 64)
         for group in by_tokenizer.values():
             tokenizer = task_tokenizer(member.tokenizer, member.tasks[group[0]].spec)
-            tokens = tokenize(tokenizer, texts, pairs)
+            tokens = tokenize(tokenizer, texts, pairs, prefix=member.text_prefix)
             batches = sorted_batches(tokens.lengths.tolist(), size)
             for rows in tqdm(batches, disable=not progress, desc=f"predict {member.source.name}"):
                 batch = {k: v.to(self.device) for k, v in collate(tokens, rows, pad).items()}

@@ -76,7 +76,7 @@ def train(cfg: DictConfig) -> dict:
     encoder, tokenizer = build_encoder(
         encoder_cfg, (start.model.encoder, start.tokenizer) if start else None
     )
-    data = build_data(specs, encoder, tokenizer, data_cfg, cfg.seed)
+    data = build_data(specs, encoder, tokenizer, data_cfg, cfg.seed, encoder_cfg.text_prefix)
     task_sampler = build_sampler(cfg, data, data_cfg)
     run_info = describe_run(cfg, encoder_cfg, data_cfg, tokenizer, data, start)
     model = build_model(cfg, encoder, data, run_info)
@@ -102,16 +102,18 @@ def train(cfg: DictConfig) -> dict:
 
 
 def build_data(
-    specs: dict[str, TaskSpec], encoder: Bert, tokenizer, cfg: DataSettings, seed: int
-) -> dict[str, TaskData]:
-    """Every task's splits read, checked, fitted and tokenized (the heads are sized from them)."""
+    specs: dict[str, TaskSpec], encoder: Bert, tokenizer, cfg: DataSettings, seed: int,
+    text_prefix: str | None = None,
+) -> dict[str, TaskData]:  # fmt: skip
+    """Every task's splits read, checked, fitted and tokenized (the heads are sized from them),
+    each text after `text_prefix`."""
     for name, spec in specs.items():
         if (spec.max_length or 0) > encoder.cfg.max_position:
             raise ConfigError(
                 f"task.{name}.max_length={spec.max_length} exceeds the encoder's "
                 f"{encoder.cfg.max_position} positions"
             )
-    data = load_tasks(specs, tokenizer, cfg, seed)
+    data = load_tasks(specs, tokenizer, cfg, seed, text_prefix)
     for name, d in data.items():
         log.info("task %s: %d training rows, %s", name, len(d.splits["train"]), d.task.kind)
     return data
@@ -160,6 +162,7 @@ def describe_run(
     return {
         "tokenizer": tokenizer.to_str(),
         "max_length": encoder_cfg.max_length,
+        "text_prefix": encoder_cfg.text_prefix,
         "precision": str(cfg.trainer.get("precision", "32-true")),
         "eval_batch_size": data_cfg.eval_batch_size,
         "seed": cfg.seed,

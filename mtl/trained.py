@@ -46,6 +46,11 @@ class TrainedModel:
     def tasks(self) -> dict[str, Task]:
         return self.model.tasks
 
+    @property
+    def text_prefix(self) -> str | None:
+        """What goes before every text (encoder.text_prefix; None for models written without)."""
+        return self.info.get("text_prefix")
+
     def autocast(self, device: torch.device):
         """The precision the model was trained (and validated) in: bf16 autocast or fp32."""
         if str(self.info.get("precision", "32")).startswith("bf16"):

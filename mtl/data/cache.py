@@ -1,8 +1,8 @@
 """Tokenize a split once, in batch, and cache the token ids on disk.
 
 The cache key is a SHA-256 of the texts themselves (so of the file content and columns), the
-tokenizer's full serialization, the maximum length and whether the texts came as words; a
-changed file or tokenizer misses.
+tokenizer's full serialization, the maximum length, the text prefix and whether the texts
+came as words; a changed file or tokenizer misses.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from mtl.tensor_files import atomic_save_safetensors
-from mtl.tokenizer import encode_batch
+from mtl.tokenizer import encode_batch, prefix_words
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,15 @@ CACHE_FORMAT = 1  # bump when the stored layout changes
 
 
 def cache_key(
-    tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None, words: bool = False
+    tokenizer: Tokenizer,
+    texts: list[str],
+    pairs: list[str] | None,
+    words: bool = False,
+    prefix: str | None = None,
 ) -> str:
     h = hashlib.sha256(f"mtl-tokens-v{CACHE_FORMAT}{'-words' * words}".encode())
+    if prefix:
+        h.update(f"prefix:{len(prefix)}:{prefix}".encode())
     h.update(tokenizer.to_str().encode())
     h.update(str(tokenizer.truncation).encode())
     for part in (texts, pairs or []):
@@ -72,20 +78,27 @@ def cache_key(
 
 
 def tokenize(
-    tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None, words: bool = False
+    tokenizer: Tokenizer,
+    texts: list[str],
+    pairs: list[str] | None,
+    words: bool = False,
+    prefix: str | None = None,
 ) -> TokenizedTexts:
-    """Token ids of each text; with `words`, the texts are space-separated words (tagging) and
-    each piece's word is kept."""
-    encodings = encode_batch(tokenizer, texts, pairs, words)
+    """Token ids of each text, `prefix` (encoder.text_prefix) first; with `words`, the texts are
+    space-separated words (tagging) and each piece's word is kept (-1: a special token's or
+    the prefix's)."""
+    encodings = encode_batch(tokenizer, texts, pairs, words, prefix)
     lengths = torch.tensor([0] + [len(e.ids) for e in encodings], dtype=torch.int64)
     flat = lambda key, dtype: torch.tensor(  # noqa: E731
-        [-1 if t is None else t for e in encodings for t in getattr(e, key)], dtype=dtype
+        [t for e in encodings for t in getattr(e, key)], dtype=dtype
     )
+    lead = len(prefix_words(prefix))
+    word_ids = [-1 if w is None or w < lead else w - lead for e in encodings for w in e.word_ids]
     return TokenizedTexts(
         ids=flat("ids", torch.int32),
         type_ids=flat("type_ids", torch.uint8),
         offsets=lengths.cumsum(0),
-        words=flat("word_ids", torch.int32) if words else None,
+        words=torch.tensor(word_ids, dtype=torch.int32) if words else None,
     )
 
 
@@ -95,11 +108,12 @@ def tokenize_cached(
     pairs: list[str] | None,
     cache_dir: Path | None,
     words: bool = False,
+    prefix: str | None = None,
 ) -> tuple[TokenizedTexts, bool]:
     """Token ids for the texts (see `tokenize`), and whether they came from the cache."""
     if cache_dir is None:
-        return tokenize(tokenizer, texts, pairs, words), False
-    file = Path(cache_dir) / f"{cache_key(tokenizer, texts, pairs, words)}.safetensors"
+        return tokenize(tokenizer, texts, pairs, words, prefix), False
+    file = Path(cache_dir) / f"{cache_key(tokenizer, texts, pairs, words, prefix)}.safetensors"
     if file.is_file():
         try:
             tokens = TokenizedTexts(**load_file(file))
@@ -110,6 +124,6 @@ def tokenize_cached(
             )
         except Exception as e:  # a damaged cache entry is rebuilt, never trusted
             log.warning("ignoring unreadable token cache %s (%s)", file, e)
-    tokens = tokenize(tokenizer, texts, pairs, words)
+    tokens = tokenize(tokenizer, texts, pairs, words, prefix)
     atomic_save_safetensors(tokens.to_dict(), file)
     return tokens, False

@@ -132,10 +132,15 @@ class TaskData:
 
 
 def load_tasks(
-    specs: dict[str, TaskSpec], tokenizer: Tokenizer, cfg: DataConfig, seed: int
+    specs: dict[str, TaskSpec],
+    tokenizer: Tokenizer,
+    cfg: DataConfig,
+    seed: int,
+    text_prefix: str | None = None,
 ) -> dict[str, TaskData]:
     """Every task's data, in the order of `specs`."""
-    return {name: load_task(name, spec, tokenizer, cfg, seed) for name, spec in specs.items()}
+    return {name: load_task(name, spec, tokenizer, cfg, seed, text_prefix=text_prefix)
+            for name, spec in specs.items()}  # fmt: skip
 
 
 def load_task(
@@ -146,11 +151,13 @@ def load_task(
     seed: int,
     fitted: Task | None = None,
     splits: Collection[str] | None = None,
+    text_prefix: str | None = None,
 ) -> TaskData:
     """Read and split, keep `train_fraction` of the training rows, fit, encode, tokenize.
 
     With `fitted` (a task read back from a checkpoint) nothing is fitted: its classes and
     scale apply, so a file is encoded exactly as in training. `splits` limits the result.
+    `text_prefix` (encoder.text_prefix) goes before every text when it is tokenized.
     """
     examples, skipped = _read_splits(name, spec, cfg.on_bad_row)
     if fitted is None and "val" not in examples:
@@ -177,12 +184,12 @@ def load_task(
     for split in splits or examples:
         result = ReadResult(examples[split])
         encoded = _encode(task, result, cfg.on_bad_row)
-        tokens = _tokenize(name, split, task, tokenizer, result.examples, cfg)
+        tokens = _tokenize(name, split, task, tokenizer, result.examples, cfg, text_prefix)
         good = _usable(task, tokens, result, cfg.on_bad_row)
         if good is not None:  # rows that tokenized to nothing the task can use: left out
             encoded = [encoded[i] for i in good]
             result.examples = result.examples.subset(good)
-            tokens = _tokenize(name, split, task, tokenizer, result.examples, cfg)
+            tokens = _tokenize(name, split, task, tokenizer, result.examples, cfg, text_prefix)
         ex, skipped = result.examples, skipped + result.skipped
         _report_skips(name, result)
         needed = {"train": 1, "val": 2}.get(split, 1)
@@ -266,11 +273,12 @@ def _encode(task: Task, result: ReadResult, on_bad_row: str) -> list:
 
 
 def _tokenize(
-    name: str, split: str, task: Task, tokenizer: Tokenizer, ex: Examples, cfg: DataConfig
-) -> TokenizedTexts:
+    name: str, split: str, task: Task, tokenizer: Tokenizer, ex: Examples, cfg: DataConfig,
+    prefix: str | None,
+) -> TokenizedTexts:  # fmt: skip
     tokens, hit = tokenize_cached(
         task_tokenizer(tokenizer, task.spec), ex.texts, ex.pairs,
-        Path(cfg.cache_dir) if cfg.cache_dir else None, words=task.tokenize_words,
+        Path(cfg.cache_dir) if cfg.cache_dir else None, words=task.tokenize_words, prefix=prefix,
     )  # fmt: skip
     log.info("%s/%s: %d rows, tokens %s", name, split, len(ex),
              "from cache" if hit else "computed")  # fmt: skip
