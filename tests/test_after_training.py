@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_vocabulary import TEXTS, assert_predict_encodes_as_transformers
 
 from mtl.predict import Predictor
 from mtl.trained import load
@@ -122,6 +123,23 @@ def test_exported_encoder_loads_in_transformers(exported):
         expected = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
         got = ours.model.encoder(ids, mask).hidden
     assert torch.allclose(got[mask.bool()], expected[mask.bool()], atol=1e-5)
+
+
+def test_exported_tokenizer_gives_transformers_the_ids_predict_uses(exported, tmp_path):
+    """MiniLM's WordPiece exports as BertTokenizer with vocab.txt and its special tokens; an
+    export written before those (the class alone, no text prefix) predicts the same."""
+    config = json.loads((exported / "tokenizer_config.json").read_text())
+    assert (config["tokenizer_class"], config["pad_token"]) == ("BertTokenizer", "[PAD]")
+    assert_predict_encodes_as_transformers(exported, "", pad=0)
+    old = tmp_path / "old"
+    shutil.copytree(exported, old)
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True}
+    (old / "tokenizer_config.json").write_text(json.dumps(config))
+    (old / "special_tokens_map.json").unlink()
+    description = json.loads((old / "mtl.json").read_text())
+    del description["info"]["text_prefix"]
+    (old / "mtl.json").write_text(json.dumps(description))
+    assert Predictor.load(old).predict(TEXTS) == Predictor.load(exported).predict(TEXTS)
 
 
 def test_evaluate_works_from_the_export_on_a_labelled_file(exported, run_a, run_module, tmp_path):

@@ -144,6 +144,7 @@ def test_bad_row_stops_with_file_line_and_column(tmp_path, bad_task, mtl_train):
         ("balancer=pcgrad data.tasks_per_step=1", "needs several tasks per step"),
         ("sampler=dynamic data.num_workers=4", "sampler.lag: 8 is below the 9 batches"),
         ("encoder.pooling=max", r"Invalid value 'max', expected one of \[cls, mean\]"),
+        ("encoder.text_prefix=''", "encoder.text_prefix: must be a non-empty string or null"),
         ("data.on_bad_row=skp", r"Invalid value 'skp', expected one of \[error, skip\]"),
         ("scheduler.decay=cosine", r"Invalid value 'cosine', expected one of \[linear, constant\]"),
         ("encoder.freeze_layers=5", "encoder: cannot freeze 5 layers of a 2-layer encoder"),
