@@ -30,7 +30,7 @@ from pytorch_lightning.callbacks import Checkpoint
 
 from mtl.best import Best
 from mtl.errors import MtlError
-from mtl.io import atomic_write, fsync_directory
+from mtl.io import atomic_write, fsync_directory, remove_stale_temporaries
 
 LAST, BEST = "last.ckpt", "best.ckpt"
 
@@ -51,14 +51,6 @@ def _save(checkpoint: dict, tmp: Path, target: Path) -> None:
             torch.save(checkpoint, f)
     except OSError as e:
         raise OSError(e.errno, f"{e.strerror} (writing a checkpoint)", str(target)) from None
-
-
-def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Temporary files left by a write that was killed (e.g. `.last.ckpt.1a2b.tmp`)."""
-    stale = sorted(directory.glob(".*.ckpt.*.tmp")) if directory.is_dir() else []
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
 
 
 class RunCheckpoints(Checkpoint):
@@ -92,7 +84,7 @@ class RunCheckpoints(Checkpoint):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero:
-            remove_stale_temporaries(self.dirpath)
+            remove_stale_temporaries(self.dirpath, "*.ckpt")  # left by a killed run
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:

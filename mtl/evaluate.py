@@ -25,7 +25,7 @@ from mtl.data.batching import sorted_batches
 from mtl.data.fingerprint import check_unchanged
 from mtl.data.loading import DataConfig, TaskDataset, declared_splits, load_task
 from mtl.errors import MtlError
-from mtl.io import atomic_write_text
+from mtl.io import atomic_write_text, check_output_file
 from mtl.trained import TrainedModel, load
 
 
@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size is not None and args.batch_size <= 0:
         parser.error("--batch-size must be > 0")
 
+    if args.output:
+        inputs = tuple(Path(m) for m in args.models) + ((Path(args.input),) if args.input else ())
+        check_output_file(Path(args.output), "--output", inputs)
     trained = load(args.models)
     if args.input:
         datasets, prefix = file_dataset(trained, args.task, args.input, args), "input"

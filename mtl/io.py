@@ -1,5 +1,8 @@
-"""Atomic file writes (a crash leaves the old file or the new one, never half of one), and the
-one reader of mtl's own JSON files."""
+"""Atomic file writes (a crash leaves the old file or the new one, never half of one), the
+checks of an output path before any work, and the one reader of mtl's own JSON files.
+
+A write goes to a temporary sibling `.NAME.<12 hex digits>.tmp` first; one that a SIGKILL left
+is removed by the next write of that name (`remove_stale_temporaries`)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = _temporary(path)
     # O_EXCL: a new file of our own; mode 0o666 minus the umask, as for any new file
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     mode = os.stat(tmp).st_mode
@@ -54,7 +57,8 @@ def fresh_directory(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise MtlError(f"{path} already exists and is not empty; choose a new directory")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    remove_stale_temporaries(path.parent, path.name)
+    tmp = _temporary(path)
     tmp.mkdir(parents=True)
     try:
         yield tmp
@@ -64,6 +68,39 @@ def fresh_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+def remove_stale_temporaries(directory: Path, name: str = "*") -> list[Path]:
+    """Remove the temporaries (files or directories) that killed writes of `directory/name`
+    left; `name` may be a glob pattern (`*.ckpt`). Callers write `name` alone: a run under its
+    lock, a command into the output it was given."""
+    if not directory.is_dir():
+        return []
+    stale = sorted(directory.glob(f".{name}.{'[0-9a-f]' * 12}.tmp"))
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
+
+
+def check_output_file(path: Path, key: str, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse, before any work, an output file path that cannot or must not be written: a
+    directory, a FIFO or device, or one of the command's `inputs` (`key` names the option).
+    Removes the temporaries that a killed earlier write of it left."""
+    if path.is_dir():
+        raise MtlError(f"{key} {path}: is a directory; give a file path")
+    if path.exists() and not path.is_file():
+        raise MtlError(f"{key} {path}: not a regular file (a FIFO or device); give a file path")
+    for source in inputs:
+        if path.exists() and source.exists() and os.path.samefile(path, source):
+            raise MtlError(f"{key} {path}: is the input file; write to another file")
+    remove_stale_temporaries(path.parent, path.name)
 
 
 def read_json_object(path: Path, error: type[MtlError] = MtlError) -> dict:

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from mtl import cli
@@ -39,9 +40,9 @@ from mtl.data.loading import task_tokenizer
 from mtl.data.readers import FORMATS as READ_FORMATS
 from mtl.data.readers import Table, read_table
 from mtl.errors import MtlError
-from mtl.io import atomic_write_text
+from mtl.io import atomic_write_text, check_output_file
 from mtl.tasks import Task
-from mtl.tokenizer import pad_id
+from mtl.tokenizer import NO_WORD_PIECE, has_word_piece, pad_id
 from mtl.trained import TrainedModel, load_all
 
 FORMATS = {suffix: fmt for suffix, fmt in READ_FORMATS.items() if fmt != "conll"}
@@ -187,14 +188,23 @@ def main(argv: list[str] | None = None) -> int:
 
     source = "<stdin>" if args.input == "-" else args.input
     fmt = args.format or ("lines" if args.input == "-" else _format(args.input, FORMATS))
+    out_fmt = args.output_format or (
+        "jsonl"
+        if args.output == "-"
+        else _format(args.output, {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"})  # fmt: skip
+    )
+    if args.output != "-":
+        inputs = () if args.input == "-" else (Path(args.input),)
+        check_output_file(Path(args.output), "--output", inputs)
     table = _read_input(args.input, fmt, args.encoding)
     predictor = Predictor.load(*args.models, device=cli.device(args.device))
     tasks = _tasks(args.tasks, predictor)
     first = predictor.tasks[tasks[0]].spec
     text_column = args.text_column or ("text" if fmt == "lines" else first.text_column)
     pair_column = args.text_pair_column or (None if fmt == "lines" else first.text_pair_column)
-    texts = _texts(table, source, text_column)
-    pairs = _texts(table, source, pair_column) if pair_column else None
+    tokenizers = [member.tokenizer for member in predictor.members]
+    texts = _texts(table, source, text_column, tokenizers)
+    pairs = _texts(table, source, pair_column, tokenizers) if pair_column else None
     if not texts:
         raise MtlError(f"{source}: no rows to predict")
     columns = predictor.columns(tasks)
@@ -206,11 +216,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     progress = not args.quiet and sys.stderr.isatty() and len(texts) > 1000
     predictions = predictor.predict(texts, pairs, tasks, args.batch_size, progress)
-    out_fmt = args.output_format or (
-        "jsonl"
-        if args.output == "-"
-        else _format(args.output, {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"})  # fmt: skip
-    )
     rows = [{**values, **p} for (_, values), p in zip(table.rows, predictions, strict=True)]
     text = write_rows(rows, table.columns + columns, out_fmt)
     if args.output == "-":
@@ -252,8 +257,9 @@ def _tasks(selected: str | None, predictor: Predictor) -> list[str]:
     return tasks
 
 
-def _texts(table: Table, source: str, column: str) -> list[str]:
-    """The column's values; a missing column or an empty text names the row."""
+def _texts(table: Table, source: str, column: str, tokenizers: list[Tokenizer]) -> list[str]:
+    """The column's values; a missing column, or a text that is empty or has no word piece for
+    one of the models' tokenizers, names the row."""
     if column not in table.columns:
         raise MtlError(
             f"{source}: no column {column!r} (columns: {', '.join(table.columns)}); choose one "
@@ -264,6 +270,8 @@ def _texts(table: Table, source: str, column: str) -> list[str]:
         text = (values.get(column) or "").strip()
         if not text:
             raise MtlError(f"{source}:{line}: column {column!r}: text is empty")
+        if not all(has_word_piece(tokenizer, text) for tokenizer in tokenizers):
+            raise MtlError(f"{source}:{line}: column {column!r}: {NO_WORD_PIECE}")
         texts.append(text)
     return texts
 

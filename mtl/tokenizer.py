@@ -4,6 +4,7 @@ SentencePiece, ...), know its special tokens by role, encode text in batch, save
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -173,6 +174,23 @@ def pad_id(tokenizer: Tokenizer, source: str = "the tokenizer") -> int:
             "batches with"
         )
     return pad.id
+
+
+WORD_CHARACTER = re.compile(r"\w")
+NO_WORD_PIECE = (
+    "no word piece after the tokenizer's normalization (only zero-width, control or combining "
+    "characters?)"
+)
+
+
+def has_word_piece(tokenizer: Tokenizer, text: str) -> bool:
+    """Whether `text` keeps anything but white space through the tokenizer's normalizer, which
+    drops zero-width and control characters (and, lowercasing BERT's, combining marks): a text
+    that keeps nothing gives the encoder its special tokens alone."""
+    if WORD_CHARACTER.search(text):  # a letter or digit: kept (the fast path, most texts)
+        return True
+    normalizer = tokenizer.normalizer
+    return bool((normalizer.normalize_str(text) if normalizer else text).strip())
 
 
 def encode(

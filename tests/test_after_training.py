@@ -4,6 +4,7 @@ commands a user runs (`python -m mtl.evaluate`, `mtl.predict`, `mtl.export`, `mt
 import csv
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -298,6 +299,8 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
         (None, input_file("sentence\n"), [], r"in\.csv: no rows to predict"),
         (None, input_file("satz\nhallo\n"), [], r"in\.csv: no column 'sentence' \(columns: satz\); choose one with --text-column"),
         (None, input_file("sentence,x\ngut,1\n ,2\n"), [], r"in\.csv:3: column 'sentence': text is empty"),
+        (None, input_file("gut\n\u200b\u200d\n", name="in.txt"), [], r"in\.txt:2: column 'text': no word piece after the tokenizer's normalization"),
+        (None, input_file('{"sentence": "gut"}\n{"sentence": "\\udc80"}\n', name="in.jsonl"), [], r"in\.jsonl:2: column 'sentence': a lone surrogate \\udc80 at character 1"),
         (None, input_file("sentence\nSchöne Grüße\n", encoding="cp1252"), [], r"in\.csv:2: cannot decode byte 0xf6 as utf-8"),
         (None, GOOD, ["--tasks", "demo_complexity,nope"], r"--tasks: unknown task\(s\) nope; the model has demo_complexity, demo_sentiment"),
         (None, input_file("sentence\ngut\n", name="in.xlsx"), [], r"in\.xlsx: cannot tell the format from the suffix '\.xlsx'"),
@@ -313,7 +316,7 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
         (lambda run, tmp: tmp / "nowhere", GOOD, [], r"nowhere: no such file or directory"),
     ],
     ids=[
-        "empty-file", "header-only", "no-text-column", "empty-text", "undecodable", "unknown-task",
+        "empty-file", "header-only", "no-text-column", "empty-text", "no-word-piece", "lone-surrogate", "undecodable", "unknown-task",
         "unknown-suffix", "column-clash", "newer-format", "not-mtl", "pickle", "truncated",
         "export-missing-file", "export-missing-key", "ensemble-cycle", "sweep-dir", "missing-path",
     ],
@@ -330,6 +333,47 @@ def test_bad_input_to_predict_is_one_clear_line(
     assert re.search(r"error: \S*" + message, result.stderr), result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "weights_only=False" not in result.stderr
     assert not out.exists() and not list(tmp_path.glob(".out.csv.*"))  # no partial output
+
+
+@pytest.mark.parametrize("case", ["directory", "fifo", "the-input"])
+def test_predict_refuses_an_output_it_must_not_write(run_a, run_module, tmp_path, case):
+    given = GOOD(tmp_path)
+    out = {"directory": tmp_path / "out.csv", "fifo": tmp_path / "out.csv", "the-input": given}[
+        case
+    ]
+    if case == "directory":
+        out.mkdir()
+    elif case == "fifo":
+        os.mkfifo(out)  # writing it would block until a reader came, then replace it
+    message = {"directory": "is a directory; give a file path",
+               "fifo": r"not a regular file \(a FIFO or device\)", "the-input": "is the input file"}  # fmt: skip
+    result = run_module("mtl.predict", str(run_a), "--input", str(given), "--output", str(out),
+                        cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert re.search(f"error: --output {re.escape(str(out))}: {message[case]}", result.stderr)
+    assert "Traceback" not in result.stderr
+    assert given.read_text() == "sentence\nDer Film war gut.\n"  # the input is untouched
+
+
+def test_a_killed_writes_temporaries_go_with_the_next_write(run_a, exported, run_module, tmp_path):
+    """predict's output and export's directory are written under temporary names first; what a
+    SIGKILL left of them is removed the next time that output is written."""
+    stale_file, stale_dir = (
+        tmp_path / ".out.csv.0123456789ab.tmp",
+        tmp_path / ".model.0123456789ab.tmp",
+    )
+    stale_file.write_text("half")
+    stale_dir.mkdir()
+    (stale_dir / "config.json").write_text("{")
+    other = tmp_path / ".other.csv.0123456789ab.tmp"  # not this output's: kept
+    other.write_text("x")
+    result = run_module("mtl.predict", str(run_a), "--input", str(GOOD(tmp_path)), "--output",
+                        str(tmp_path / "out.csv"), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_module("mtl.export", str(run_a), str(tmp_path / "model"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not stale_file.exists() and not stale_dir.exists() and other.exists()
+    assert (tmp_path / "out.csv").is_file() and (tmp_path / "model/mtl.json").is_file()
 
 
 def test_export_refuses_to_overwrite(run_a, exported, run_module, tmp_path):

@@ -44,6 +44,7 @@ STRAY = (
 )
 BAD_JSON = '{"text": "a", "y": 1}\n{"text": "b", "y": \n{"text": "c", "y": 2}\n'
 CLASSES = {"type": "classification", "labels": ["neg", "pos"]}
+SURROGATE = '{"text": "a", "y": 1}\n{"text": "a \\ud800 b", "y": 1}\n{"text": "c", "y": 2}\n'  # JSON escapes
 # fmt: off
 DATA_CASES = [
     ("csv-field-over-131072-chars", "text,y\n" + "lang " * 40_000 + ",1\n" + ROWS, {}, "error", (41, 0)),
@@ -60,6 +61,11 @@ DATA_CASES = [
     ("malformed-jsonl-skipped", BAD_JSON, {"format": "jsonl"}, "skip", (2, 1)),
     ("one-class-in-train", "text,y\na,pos\nb,pos\n", CLASSES, "error", r"task\.t: the training rows hold 1 class\(es\) \['pos'\]; a classifier needs rows of at least 2"),
     ("directory", None, {}, "error", r"q\.csv: is a directory, not a data file"),
+    ("lone-surrogate-jsonl", SURROGATE, {"format": "jsonl"}, "error", r"q\.csv:2: column 'text': a lone surrogate \\ud800 at character 3, which is not text"),
+    ("lone-surrogate-jsonl-skipped", SURROGATE, {"format": "jsonl"}, "skip", (2, 1)),
+    ("no-word-piece", "text,y\n" + lines(3) + "\u200b\u200b\x01,1\n", {}, "error", r"q\.csv:5: column 'text': no word piece after the tokenizer's normalization"),
+    ("no-word-piece-skipped", "text,y\n" + lines(3) + "\u0301\u200d,1\n" + lines(2, 3), {}, "skip", (5, 1)),
+    ("no-word-piece-in-a-pair", "text,p,y\n" + "".join(f"a{i},b{i},1\n" for i in range(3)) + "a,\ufeff\u200b,1\n", {"text_pair_column": "p"}, "error", r"q\.csv:5: column 'p': no word piece"),
 ]
 # fmt: on
 
@@ -135,7 +141,7 @@ SETTING_CASES = [
     ("negative-batch-size", "cli", lambda t: ["data.batch_size=-4"], r"data\.batch_size: must be > 0, got -4"),
     ("zero-batch-size", "check", lambda t: ["data.batch_size=0"], r"data\.batch_size: must be > 0, got 0"),
     ("zero-eval-batch-size", "check", lambda t: ["data.eval_batch_size=0"], r"data\.eval_batch_size: must be > 0, got 0"),
-    ("negative-max-length", "check", lambda t: ["encoder.max_length=-5"], r"encoder\.max_length: must be > 2 \(it counts \[CLS\] and \[SEP\]\), got -5"),
+    ("negative-max-length", "check", lambda t: ["encoder.max_length=-5"], r"encoder\.max_length: must be > 2 \(it counts the special tokens around a text, such as \[CLS\] and \[SEP\]\), got -5"),
     ("negative-steps", "check", lambda t: ["trainer.max_steps=-1"], r"trainer\.max_steps: must be a number of steps > 0, got -1"),
     ("train-fraction", "check", lambda t: ["task.demo_complexity.train_fraction=1.5"], r"task\.demo_complexity\.train_fraction: must be in \(0, 1\], got 1\.5"),
     ("resume-keyword", "cli", lambda t: ["resume=last"], r"resume=last: no such run directory or checkpoint file"),

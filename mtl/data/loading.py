@@ -26,7 +26,7 @@ from mtl.data.readers import Examples, ReadResult, read_examples
 from mtl.data.splits import split_indices
 from mtl.errors import DataError, require
 from mtl.tasks import Task, TaskSpec, TextFeatures, kind_named
-from mtl.tokenizer import pad_id
+from mtl.tokenizer import NO_WORD_PIECE, has_word_piece, pad_id
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ def load_task(
     datasets = {}
     for split in splits or examples:
         result = ReadResult(examples[split])
+        _drop_wordless(tokenizer, spec, result, cfg.on_bad_row)
         encoded = _encode(task, result, cfg.on_bad_row)
         tokens = _tokenize(name, split, task, tokenizer, result.examples, cfg, text_prefix)
         good = _usable(task, tokens, result, cfg.on_bad_row)
@@ -251,6 +252,27 @@ def _read_splits(name: str, spec: TaskSpec, on_bad_row: str) -> tuple[dict[str, 
             f"{', '.join(declared_splits(spec))}"
         )
     return {s: result.examples.subset(idx) for s, idx in rows.items()}, result.skipped
+
+
+def _drop_wordless(
+    tokenizer: Tokenizer, spec: TaskSpec, result: ReadResult, on_bad_row: str
+) -> None:
+    """A text (or pair text) with no word piece after normalization is a bad row: it would
+    train on the special tokens alone (`result.examples` is narrowed to the good rows)."""
+    ex = result.examples
+    columns = {spec.text_column: ex.texts, spec.text_pair_column: ex.pairs}
+    good = []
+    for i, line in enumerate(ex.lines):
+        empty = [c for c, texts in columns.items()
+                 if texts is not None and not has_word_piece(tokenizer, texts[i])]  # fmt: skip
+        if not empty:
+            good.append(i)
+            continue
+        reason = f"{ex.path}:{line}: column {empty[0]!r}: {NO_WORD_PIECE}"
+        if not result.skip(reason, on_bad_row):
+            raise DataError(reason)
+    if len(good) < len(ex):
+        result.examples = ex.subset(good)
 
 
 def _encode(task: Task, result: ReadResult, on_bad_row: str) -> list:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,7 @@ def detect_format(path: Path, configured: str | None) -> str:
 
 
 Record = tuple[int, dict[str, str | None], str | None]  # (line, {column: value}, problem)
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON's \ud800 escapes decode to these
 
 
 def iter_records(path: Path | str, fmt: str, text: str) -> Iterator[Record]:
@@ -180,6 +182,12 @@ def _json_values(record: dict) -> tuple[dict[str, str | None], str | None]:
     for key, value in record.items():
         if isinstance(value, bool) or not isinstance(value, str | int | float | None):
             return values, f"column {key!r}: expected a string or a number, got {value!r:.40}"
+        texts = [key, value] if isinstance(value, str) else [key]
+        if lone := next(filter(None, map(LONE_SURROGATE.search, texts)), None):
+            return values, (
+                f"column {key!r}: a lone surrogate \\u{ord(lone[0]):04x} at character "
+                f"{lone.start() + 1}, which is not text (a \\u escape in the JSON?)"
+            )
         values[key] = None if value is None else str(value)
     return values, None
 
