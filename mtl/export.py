@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from mtl import cli
+from mtl import cli, e5
 from mtl.errors import MtlError
 from mtl.io import atomic_write_text, fresh_directory, read_json_object
 from mtl.model import CHECKPOINT_FORMAT
@@ -128,6 +128,8 @@ def _source(info: dict) -> str:
     source = info.get("encoder_source") or {}
     if source.get("init_from"):
         return f"the mtl model `{source['init_from']}` (`{source['checkpoint']}`)"
+    if source.get("pretrained") == e5.NAME:
+        return f"the pretrained encoder `{e5.NAME}`: {e5.CARD_NOTE}"
     if source.get("pretrained"):
         return f"the pretrained encoder `{source['pretrained']}`"
     return "a random initialization (trained from scratch)"
