@@ -3,7 +3,8 @@
 - `AtomicCheckpointIO` writes every checkpoint to a temporary file beside its target, fsyncs
   it, renames it onto the target and fsyncs the directory: a crash leaves the previous file
   or the new one, never half of one (the temporary file of a killed write is removed when the
-  run is resumed).
+  run is resumed). Weights frozen for the whole run go once into a file beside the
+  checkpoints, which refer to it (mtl/frozen.py).
 - `RunCheckpoints` keeps `last.ckpt` the latest state (at every validation during training,
   every `every_n_steps` steps or `every_n_minutes` minutes, and at the end) and makes
   `best.ckpt` a hard link to it when the monitored metric improves (`mtl.best.Best`: the
@@ -30,14 +31,28 @@ from pytorch_lightning.callbacks import Checkpoint
 
 from mtl.best import Best
 from mtl.errors import MtlError
+from mtl.frozen import PATTERN, FrozenStore, load_checkpoint
 from mtl.io import atomic_write, fsync_directory, remove_stale_temporaries
 
 LAST, BEST = "last.ckpt", "best.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written atomically, their frozen weights once beside them (mtl/frozen.py),
+    and read back as data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = FrozenStore()
+
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
+        checkpoint = self.frozen.split(checkpoint, Path(path).parent)
         atomic_write(path, lambda tmp: _save(checkpoint, tmp, Path(path)))
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict:
+        return load_checkpoint(path)  # always as data, on the CPU
 
     def remove_checkpoint(self, path: Any) -> None:
         Path(path).unlink(missing_ok=True)
@@ -84,7 +99,8 @@ class RunCheckpoints(Checkpoint):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero:
-            remove_stale_temporaries(self.dirpath, "*.ckpt")  # left by a killed run
+            for name in ("*.ckpt", PATTERN):  # left by a killed run
+                remove_stale_temporaries(self.dirpath, name)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from mtl import frozen
 from mtl.balancing import Backprop, LossBalancer, StaticBalancer
 from mtl.encoder import Bert, BertOutput
 from mtl.errors import ConfigError, require
@@ -126,6 +127,7 @@ class MultiTaskModel(pl.LightningModule):
         self.train_summary: dict[str, str] = {}  # for the progress bar, as of the last log
         self._window_batches = 0  # batches accumulated toward the next optimizer step
         self._window_tasks: set[str] = set()
+        self.frozen_keys: list[str] = []  # encoder weights no step of this run changes
 
     def encode(self, part: dict) -> BertOutput:
         """input_ids, attention_mask, token_type_ids (B, T) -> the token states (B, T, C) and
@@ -151,6 +153,13 @@ class MultiTaskModel(pl.LightningModule):
                 "trainer.precision: fp16 loss scaling is not supported (gradients are clipped "
                 "and combined by mtl itself); use bf16-mixed or 32-true"
             )
+
+    def on_train_start(self) -> None:
+        """The encoder weights frozen now stay frozen for the whole run (schedules such as
+        gradual unfreezing start after this and unfreeze only what the configuration trains):
+        checkpoints store them once (mtl/frozen.py)."""
+        frozen = [n for n, p in self.encoder.named_parameters() if not p.requires_grad]
+        self.frozen_keys = [f"encoder.{name}" for name in frozen]
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         """One task batch (or a joint step's k batches); every `optimizer.accumulate` of them
@@ -315,6 +324,7 @@ class MultiTaskModel(pl.LightningModule):
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["mtl_rng"] = rng
+        checkpoint[frozen.KEYS] = self.frozen_keys  # stored once, beside it (mtl/frozen.py)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         for name, saved in checkpoint.get("mtl_model", {}).get("tasks", {}).items():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from mtl import run_lock
+from mtl import frozen, run_lock
 from mtl.data.fingerprint import check_unchanged, recorded_files_now
 from mtl.errors import ConfigError, DataError
 from mtl.tensor_files import load_data
@@ -74,6 +74,8 @@ def resume_checkpoint(
     description = checkpoint.get("mtl_model") if isinstance(checkpoint, dict) else None
     if not isinstance(description, dict):
         raise ConfigError(f"resume={resume}: {path} is not a checkpoint written by mtl.train")
+    if frozen.REFERENCE in checkpoint:  # weights it stores once beside it, checked now
+        frozen.frozen_file(path, checkpoint[frozen.REFERENCE])
     trained_tasks = list(description.get("tasks", {}))
     if sorted(trained_tasks) != sorted(tasks):
         raise ConfigError(

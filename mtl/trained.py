@@ -3,8 +3,9 @@
 Evaluate, predict, export and `encoder.init_from` all read models through `load`:
 
 - a run directory means its `checkpoints/best.ckpt`;
-- a checkpoint file (`*.ckpt`) is read as data (`weights_only=True`) and must hold the
-  `mtl_model` entry that training writes (encoder shape, tasks, tokenizer, run info);
+- a checkpoint file (`*.ckpt`) is read as data (`weights_only=True`, with the frozen weights
+  it stores beside it: mtl/frozen.py) and must hold the `mtl_model` entry that training
+  writes (encoder shape, tasks, tokenizer, run info);
 - an exported directory (`mtl.json` beside a Hugging Face BERT folder) needs no run at all;
 - a directory with `ensemble.json` lists several members (folds of a cross-validation, or
   seeds); a sweep directory is refused with the list of its runs.
@@ -22,10 +23,11 @@ from torch import nn
 
 from mtl.encoder import Bert, BertConfig
 from mtl.errors import CheckpointError, MtlError
+from mtl.frozen import load_checkpoint
 from mtl.io import read_json_object
 from mtl.model import CHECKPOINT_FORMAT, MultiTaskModel
 from mtl.tasks import Task, stored_tasks
-from mtl.tensor_files import load_data, load_safetensors
+from mtl.tensor_files import load_safetensors
 from mtl.tokenizer import load_tokenizer, tokenizer_from_json
 
 EXPORT_FILE = "mtl.json"  # marks an exported model directory
@@ -116,7 +118,7 @@ def read(path: Path) -> TrainedModel:
 
 
 def _read_checkpoint(path: Path) -> TrainedModel:
-    checkpoint = load_data(path)
+    checkpoint = load_checkpoint(path)
     description = checkpoint.get("mtl_model") if isinstance(checkpoint, dict) else None
     if not isinstance(description, dict):
         raise CheckpointError(

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from e5_port import META, E5cTokenizer, fuse_unknown
+from safetensors import safe_open
 from tokenizers import Tokenizer, normalizers
 
 from mtl import e5
@@ -293,10 +294,14 @@ def test_tiny_run_with_e5(e5_cache, mtl_train, run_module, tmp_path):
     assert "converting" not in result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["final"]["step"] == 2
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", mmap=True, weights_only=True)
-    words = [v for k, v in state["state_dict"].items() if k.endswith("embeddings.word.weight")]
-    assert [tuple(w.shape) for w in words] == [(250_002, 384)]
-    assert not any(".layers.1." in k for k in state["state_dict"])
+    folder = tmp_path / "run" / "checkpoints"
+    state = torch.load(folder / "last.ckpt", mmap=True, weights_only=True)["state_dict"]
+    assert any(".layers.0." in k for k in state) and not any(".layers.1." in k for k in state)
+    assert not any(".embeddings." in k for k in state)  # frozen: stored once, beside it
+    (frozen,) = folder.glob("frozen-*.safetensors")
+    with safe_open(frozen, "pt") as f:
+        assert f.get_slice("encoder.embeddings.word.weight").get_shape() == [250_002, 384]
+    assert (folder / "last.ckpt").stat().st_size < 60e6  # 415 MB with the embeddings inline
     result = run_module("mtl.predict", str(tmp_path / "run"), "--input", "-", input="Ein Satz.\n",
                         cwd=tmp_path, env={"MTL_CACHE": str(e5_cache)})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtl.diagnostics import cosine_figure
+from mtl.frozen import load_checkpoint
 from mtl.report import find_runs
 from mtl.tasks import mapped_rmse
 
@@ -27,7 +28,7 @@ def train(mtl_train, tmp_path, *args):
                        f"hydra.run.dir={run}", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     start = load_file(tmp_path / "start.safetensors")
-    end = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    end = load_checkpoint(run / "checkpoints/last.ckpt")["state_dict"]  # frozen weights too
     changed = {k for k in start if not torch.equal(start[k], end[k])}
     return run, changed
 
