@@ -6,6 +6,7 @@ Workload
     ($MTL_DATA_ROOT, else ../shared/data), tokenized once by mtl (max_length 128), one task
     per step chosen uniformly, batches of --batch rows, the packaged MiniLM weights (or, with
     --size base, a random BERT-base-sized encoder), mean pooling, a linear head per task.
+    With --encoder, the mtl contenders train each named encoder config instead (see below).
 
 Contenders
     * tutorial: transformers BertModel, every row padded to 128, fp32, plain AdamW, one
@@ -34,6 +35,18 @@ Contenders
     --rounds is reported. Time counts from step --warmup to the end; after the last step each
     contender's validation score (mean of the tasks' scores: r2 and F1) is measured.
 
+Encoders (--encoder, repeatable)
+    Each value is an encoder config of conf/encoder/ (`minilm`, `multilingual_e5_small`),
+    optionally followed by mtl.train overrides separated by spaces, such as
+    "multilingual_e5_small encoder.freeze_embeddings=false". The mtl contenders run once per
+    value in every round (labelled `mtl [<value>]` unless it is the default `minilm`); the
+    baselines are MiniLM's and run only when --only names them or MiniLM is the only encoder.
+    Per value after the first, the "mtl" contender's time per real token is compared with the
+    first value's: `per real token, <value> vs <first>: ratio per round ..., median N.NNx`
+    (encoders split texts into different numbers of tokens, so time per step alone misleads).
+    Each mtl run also reports its checkpoint's size (last.ckpt) and what its checkpoints/
+    folder holds beside (frozen weights stored once per run).
+
 Prints per contender: real (non-padding) tokens/s, padding efficiency (real / computed
 tokens), peak RSS (or GPU memory), seconds per 100 steps, validation score; then
 `ratio vs tutorial: N.Nx`, `ratio vs careful: N.Nx`, `token-budget ratio vs careful: N.Nx`
@@ -43,7 +56,7 @@ and `mtl.train vs encoder alone: N%`. With --device cuda, also MFU: FLOPs per re
 Usage
     MTL_DATA_ROOT=../shared/data python benchmarks/train_throughput.py [--steps 40]
         [--warmup 5] [--rounds 3] [--batch 32] [--device cpu|cuda] [--size minilm|base]
-        [--precision bf16|fp32]
+        [--precision bf16|fp32] [--encoder minilm [--encoder multilingual_e5_small ...]]
         [--only mtl,"mtl F.dropout","mtl glibc malloc"]
 """
 
@@ -298,7 +311,12 @@ def train_without(ablations: list[str], overrides: list[str]) -> None:
     runpy.run_module("mtl.train", run_name="__main__", alter_sys=True)
 
 
-def run_mtl(args: argparse.Namespace, max_tokens: int | None, ablations: list[str]) -> dict:
+def run_mtl(
+    args: argparse.Namespace, encoder: str, max_tokens: int | None, ablations: list[str]
+) -> dict:
+    """One mtl.train run of `encoder` ("NAME [override ...]"): the probe's timing, the final
+    validation score and the sizes of what its checkpoints/ folder holds."""
+    name, *encoder_overrides = encoder.split()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         overrides = [
@@ -321,6 +339,8 @@ def run_mtl(args: argparse.Namespace, max_tokens: int | None, ablations: list[st
         if args.size == "base":
             overrides += ["encoder=tiny", "encoder.max_length=128",
                           *(f"encoder.{k}={v}" for k, v in BASE.items())]  # fmt: skip
+        else:
+            overrides += [f"encoder={name}", *encoder_overrides]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT)])}
         # every mtl contender starts the same way, patched or not
         cmd = [sys.executable, __file__, "--train-worker", ",".join(ablations), *overrides]
@@ -328,7 +348,10 @@ def run_mtl(args: argparse.Namespace, max_tokens: int | None, ablations: list[st
         if not out.is_file():
             sys.exit(f"the mtl run failed:\n{done.stderr[-3000:]}")
         final = json.loads((Path(tmp) / "run" / "metrics.json").read_text())["final"]
-        return {**json.loads(out.read_text()), "val_score": final["val/score"]}
+        stored = Path(tmp) / "run" / "checkpoints"
+        beside = sum(p.stat().st_size for p in stored.iterdir() if p.suffix != ".ckpt")
+        return {**json.loads(out.read_text()), "val_score": final["val/score"],
+                "checkpoint": (stored / "last.ckpt").stat().st_size, "beside": beside}  # fmt: skip
 
 
 # ---- the report -----------------------------------------------------------------------------
@@ -343,6 +366,11 @@ def flops_per_token(size: str, length: float) -> float:
     h, L, f = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
     non_embedding = L * (4 * h * h + 2 * h * f)
     return 6 * non_embedding + 12 * L * length * h
+
+
+def labelled(contender: str, encoder: str) -> str:
+    """A contender's name in the report: `mtl [multilingual_e5_small]`; MiniLM's unmarked."""
+    return contender if encoder == "minilm" else f"{contender} [{encoder}]"
 
 
 def main() -> None:
@@ -360,6 +388,10 @@ def main() -> None:
         "--precision", default="bf16", choices=["bf16", "fp32"],
         help="bf16 autocast (all but the tutorial way), or fp32 throughout",
     )  # fmt: skip
+    parser.add_argument(
+        "--encoder", action="append",
+        help="encoder config (and overrides) of the mtl contenders; repeat to compare (minilm)",
+    )  # fmt: skip
     parser.add_argument("--only", help="comma-separated contenders (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="split, heads, row order, task draw")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -367,28 +399,34 @@ def main() -> None:
     if args.worker:
         print(json.dumps(run_baseline(args.worker, args)))
         return
+    encoders = args.encoder or ["minilm"]
+    if args.size == "base" and encoders != ["minilm"]:
+        sys.exit("--size base trains a random BERT-base: give no --encoder with it")
     budget = args.batch * 64
     contenders = {"tutorial": None, "careful": None, "encoder alone": None, "mtl": None,
                   "mtl token budget": budget}  # fmt: skip
     contenders |= dict.fromkeys(ABLATIONS)  # not run by default: --only
-    chosen = args.only.split(",") if args.only else list(contenders)[:5]
+    default = list(contenders)[:5] if encoders == ["minilm"] else ["mtl"]
+    chosen = args.only.split(",") if args.only else default
     if unknown := [name for name in chosen if name not in contenders]:
         sys.exit(f"unknown contenders {unknown}; choose from {list(contenders)}")
-    results: dict[str, list[dict]] = {name: [] for name in chosen}
+    plan = [(labelled(name, e), name, e) for name in chosen
+            for e in (encoders if name.startswith("mtl") else ["minilm"])]  # fmt: skip
+    results: dict[str, list[dict]] = {label: [] for label, _, _ in plan}
     for r in range(args.rounds):
-        for name in chosen:
+        for label, name, encoder in plan:
             if name.startswith("mtl"):
-                result = run_mtl(args, contenders[name], [ABLATIONS.get(name, "")])
+                result = run_mtl(args, encoder, contenders[name], [ABLATIONS.get(name, "")])
             else:
                 cmd = [sys.executable, __file__, "--worker", name, *sys.argv[1:]]
                 done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
                 if done.returncode:
                     sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
                 result = json.loads(done.stdout.strip().splitlines()[-1])
-            results[name].append(result)
+            results[label].append(result)
             rate = result["real"] / result["seconds"]
             ms = 1000 * result["seconds"] / result["steps"]
-            print(f"round {r + 1}: {name:<17} {rate:>9,.0f} real tokens/s  {ms:.0f} ms/step",
+            print(f"round {r + 1}: {label:<17} {rate:>9,.0f} real tokens/s  {ms:.0f} ms/step",
                   file=sys.stderr)  # fmt: skip
     print(f"{args.steps} steps after {args.warmup} warm-up, batch {args.batch}, {args.size}, "
           f"{args.device}, {args.precision}, seed {args.seed}, "
@@ -411,6 +449,9 @@ def main() -> None:
             if peak_flops:
                 mfu = rates[name] * flops_per_token(args.size, length) / peak_flops
                 line += f"  MFU {mfu:.1%}"
+        if "checkpoint" in runs[0]:
+            line += (f"  checkpoint {runs[0]['checkpoint'] / 1e6:,.0f} MB "
+                     f"(+ {runs[0]['beside'] / 1e6:,.0f} MB beside, once per run)")  # fmt: skip
         print(line)
     if "mtl" in rates:
         for base in ("tutorial", "careful"):
@@ -420,6 +461,15 @@ def main() -> None:
         print(f"token-budget ratio vs careful: {rates['mtl token budget'] / rates['careful']:.1f}x")
     if "mtl" in rates and "encoder alone" in rates:
         print(f"mtl.train vs encoder alone: {rates['mtl'] / rates['encoder alone']:.0%}")
+    first = labelled("mtl", encoders[0])
+    for encoder in encoders[1:]:
+        if first in results and labelled("mtl", encoder) in results:
+            per_token = [(b["seconds"] / b["real"]) / (a["seconds"] / a["real"])
+                         for a, b in zip(results[first], results[labelled("mtl", encoder)],
+                                         strict=True)]  # fmt: skip
+            rounds = " ".join(f"{r:.2f}" for r in per_token)
+            print(f"per real token, {encoder} vs {encoders[0]}: ratio per round {rounds}, "
+                  f"median {statistics.median(per_token):.2f}x")  # fmt: skip
     step = {n: [r["seconds"] / r["steps"] for r in runs] for n, runs in results.items()}
     for name, trick in ABLATIONS.items():
         if "mtl" in step and name in step:
