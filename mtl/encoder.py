@@ -1,4 +1,5 @@
-"""A compact BERT encoder in plain PyTorch that reads and writes Hugging Face BERT checkpoints.
+"""The encoder interface mtl uses (`Encoder`), and its native implementation: a compact BERT in
+plain PyTorch that reads and writes Hugging Face BERT checkpoints.
 
 BERT: Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers for Language
 Understanding" (arXiv:1810.04805). Post-LayerNorm transformer layers (Vaswani et al. 2017) with an
@@ -9,10 +10,11 @@ Hugging Face layout (separate query/key/value) is restored on save.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -86,20 +88,9 @@ class BertConfig:
     @classmethod
     def from_hf(cls, hf: dict, source: str = "config.json", **overrides) -> BertConfig:
         """Read a Hugging Face BERT config dict; refuse other architectures by name."""
-        model_type = hf.get("model_type", "bert")  # very old BERT configs have none
-        if model_type != "bert":
-            raise CheckpointError(
-                f"{source}: model_type is {model_type!r}, but mtl's encoder loads BERT "
-                "checkpoints only (model_type 'bert')"
-            )
-        act = hf.get("hidden_act", "gelu")
-        if act != "gelu":
-            raise CheckpointError(f"{source}: hidden_act {act!r} is not supported (only 'gelu')")
-        position = hf.get("position_embedding_type", "absolute")
-        if position != "absolute":
-            raise CheckpointError(
-                f"{source}: position_embedding_type {position!r} is not supported (only 'absolute')"
-            )
+        refusal = native_refusal(hf)
+        if refusal:
+            raise CheckpointError(f"{source}: {refusal}")
         fields = {f: hf[k] for f, k in cls.HF_KEYS.items() if k in hf}
         if "pooling" in hf:  # written by save_pretrained; not a Hugging Face key
             fields["pooling"] = hf["pooling"]
@@ -118,9 +109,133 @@ class BertConfig:
         }
 
 
+def native_refusal(hf: dict) -> str | None:
+    """Why the native encoder cannot read a Hugging Face config dict (None: it can)."""
+    model_type = hf.get("model_type", "bert")  # very old BERT configs have none
+    if model_type != "bert":
+        return (
+            f"model_type is {model_type!r}, but mtl's native encoder loads BERT checkpoints only "
+            "(model_type 'bert'); encoder.backend=auto or hf reads it through transformers"
+        )
+    act = hf.get("hidden_act", "gelu")
+    if act != "gelu":
+        return f"hidden_act {act!r} is not supported by the native encoder (only 'gelu')"
+    position = hf.get("position_embedding_type", "absolute")
+    if position != "absolute":
+        return (
+            f"position_embedding_type {position!r} is not supported by the native encoder "
+            "(only 'absolute')"
+        )
+    return None
+
+
+def read_config(path: Path) -> dict:
+    """A checkpoint directory's config.json, as a dict."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: no config.json, so this is not an encoder checkpoint")
+    try:
+        hf = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{config_file}: expected a JSON object")
+    return hf
+
+
 class BertOutput(NamedTuple):
     hidden: Tensor  # (B, T, C) last-layer state of every token
     pooled: Tensor  # (B, C) sentence vector
+
+
+def pool(x: Tensor, keep: Tensor, pooling: str) -> Tensor:
+    """x: (B, T, C) token states, keep: (B, T) True at real tokens -> (B, C) sentence vectors."""
+    if pooling == "cls":
+        return x[:, 0]
+    w = keep.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+    return (x * w).sum(1) / w.sum(1).clamp(min=1)
+
+
+class EncoderShape(Protocol):
+    """What mtl reads of an encoder's configuration (`encoder.cfg`)."""
+
+    vocab_size: int  # rows of the word embedding
+    hidden_size: int  # C
+    num_layers: int
+    max_position: int  # the longest input it takes, in tokens
+    pad_token_id: int
+    layer_norm_eps: float
+    pooling: str  # a Pooling
+
+    def to_hf(self) -> dict:
+        """The configuration as a Hugging Face config dict (plain JSON values), which mtl
+        stores in checkpoints and rebuilds the encoder from (mtl/pretrained.py)."""
+        ...
+
+
+class Encoder(nn.Module, ABC):
+    """The shared encoder as mtl uses it, whichever backend built it (`encoder.backend`):
+    called on (B, T) token ids, attention mask and segment ids it returns a BertOutput;
+    `layer_groups` lists its parameters from the bottom up (freezing, layer-wise learning-rate
+    decay, gradual unfreezing); `word_embeddings` is what the masked-LM head is tied to.
+    Implementations: `Bert` (native) and `mtl.hf_encoder.HFEncoder` (transformers' AutoModel).
+    """
+
+    backend: str  # "native" or "hf", as encoder.backend names it
+    cfg: EncoderShape
+    mlm_weights: dict[str, Tensor]  # a checkpoint's masked-LM head (mtl.heads' names), or {}
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cfg.hidden_size
+
+    @property
+    @abstractmethod
+    def word_embeddings(self) -> nn.Embedding:
+        """The word embedding: (V, E) rows, E = C unless the architecture projects them."""
+
+    @abstractmethod
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> BertOutput:
+        """input_ids, attention_mask (1 = real token), token_type_ids: (B, T)."""
+
+    @abstractmethod
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Every parameter once, from the bottom up: [embeddings, layer 0, ..., layer L-1]."""
+
+    @abstractmethod
+    def truncate(self, layers: int) -> None:
+        """Keep the bottom `layers` transformer layers: the top ones are dropped, so the
+        sentence vector pools layer `layers`'s output. Lower layers of a pretrained encoder
+        carry more lexical and surface detail, upper ones more of the pretraining objective
+        (Tenney et al. 2019, "BERT Rediscovers the Classical NLP Pipeline")."""
+
+    @abstractmethod
+    def with_options(self, **options: Any) -> Encoder:
+        """A copy with these weights and other settings (pooling, attention, dropout,
+        attention_dropout), for `encoder.init_from`."""
+
+    @abstractmethod
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write config.json + model.safetensors in the Hugging Face layout."""
+
+    def freeze(self, embeddings: bool = False, layers: int = 0) -> None:
+        """Stop gradients into the embeddings and/or the bottom `layers` transformer layers
+        (a negative number -k: all but the top k layers)."""
+        groups = self.layer_groups()
+        count = len(groups) - 1
+        if layers < 0:
+            layers = max(0, count + layers)
+        if layers > count:
+            raise ValueError(f"cannot freeze {layers} layers of a {count}-layer encoder")
+        frozen = ([groups[0]] if embeddings else []) + groups[1 : 1 + layers]
+        for params in frozen:
+            for p in params:
+                p.requires_grad_(False)
 
 
 class Embeddings(nn.Module):
@@ -192,10 +307,12 @@ class Layer(nn.Module):
         return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))  # (B, T, C)
 
 
-class Bert(nn.Module):
+class Bert(Encoder):
+    backend = "native"
+
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg: BertConfig = cfg
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.apply(self._init_weights)
@@ -215,8 +332,8 @@ class Bert(nn.Module):
             nn.init.zeros_(module.bias)
 
     @property
-    def hidden_size(self) -> int:
-        return self.cfg.hidden_size
+    def word_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word
 
     def forward(
         self,
@@ -224,7 +341,6 @@ class Bert(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
     ) -> BertOutput:
-        """input_ids, attention_mask (1 = real token), token_type_ids: (B, T)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
@@ -234,39 +350,21 @@ class Bert(nn.Module):
         x = self.embeddings(input_ids, token_type_ids)
         for layer in self.layers:
             x = layer(x, mask)
-        if self.cfg.pooling == "cls":
-            pooled = x[:, 0]
-        else:
-            w = keep.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-            pooled = (x * w).sum(1) / w.sum(1).clamp(min=1)
-        return BertOutput(hidden=x, pooled=pooled)
+        return BertOutput(hidden=x, pooled=pool(x, keep, self.cfg.pooling))
 
-    # ---- transfer: freezing and layer-wise parameter groups -------------------------------
+    # ---- the Encoder interface: layer groups, truncation, other settings ------------------
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
-        """Parameters from the bottom up: [embeddings, layer 0, ..., layer L-1]."""
         return [list(self.embeddings.parameters())] + [list(m.parameters()) for m in self.layers]
 
-    def freeze(self, embeddings: bool = False, layers: int = 0) -> None:
-        """Stop gradients into the embeddings and/or the bottom `layers` transformer layers
-        (a negative number -k: all but the top k layers)."""
-        if layers < 0:
-            layers = max(0, len(self.layers) + layers)
-        if layers > len(self.layers):
-            raise ValueError(f"cannot freeze {layers} layers of a {len(self.layers)}-layer encoder")
-        groups = self.layer_groups()
-        frozen = ([groups[0]] if embeddings else []) + groups[1 : 1 + layers]
-        for params in frozen:
-            for p in params:
-                p.requires_grad_(False)
-
     def truncate(self, layers: int) -> None:
-        """Keep the bottom `layers` transformer layers: the top ones are dropped, so the
-        sentence vector pools layer `layers`'s output. Lower layers of a pretrained encoder
-        carry more lexical and surface detail, upper ones more of the pretraining objective
-        (Tenney et al. 2019, "BERT Rediscovers the Classical NLP Pipeline")."""
         self.layers = self.layers[:layers]
         self.cfg = replace(self.cfg, num_layers=layers)
+
+    def with_options(self, **options: Any) -> Bert:
+        model = Bert(replace(self.cfg, **options))
+        model.load_state_dict(self.state_dict())
+        return model
 
     # ---- Hugging Face layout -------------------------------------------------------------
 
@@ -313,16 +411,8 @@ class Bert(nn.Module):
     def from_pretrained(cls, path: str | Path, **overrides) -> Bert:
         """Load a Hugging Face BERT checkpoint directory; `overrides` replace config fields."""
         path = Path(path)
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise CheckpointError(f"{path}: no config.json, so this is not a BERT checkpoint")
-        try:
-            hf = json.loads(config_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
-        if not isinstance(hf, dict):
-            raise CheckpointError(f"{config_file}: expected a JSON object")
-        cfg = BertConfig.from_hf(hf, str(config_file), **overrides)
+        hf = read_config(path)
+        cfg = BertConfig.from_hf(hf, str(path / "config.json"), **overrides)
         model = cls(cfg)
         state, source = read_weights(path)
         model.load_hf_state_dict(state, source)
@@ -330,7 +420,6 @@ class Bert(nn.Module):
         return model
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Write config.json + model.safetensors in the Hugging Face BertModel layout."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / "config.json", json.dumps(self.cfg.to_hf(), indent=2) + "\n")

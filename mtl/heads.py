@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtl.encoder import Bert, BertOutput
+from mtl.encoder import BertOutput, Encoder
 
 
 class MLPHead(nn.Module):
@@ -30,7 +30,7 @@ class MLPHead(nn.Module):
         layers.append(nn.Linear(in_features, out_features))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, out: BertOutput, encoder: Bert, part: dict) -> Tensor:
+    def forward(self, out: BertOutput, encoder: Encoder, part: dict) -> Tensor:
         x = self.net[0](out.pooled)  # dropout on the sentence vector (B, C)
         if "text_features" in part:  # (B, F) standardized text statistics, never dropped
             x = torch.cat([x, part["text_features"].to(x.dtype)], dim=-1)  # (B, C + F)
@@ -40,26 +40,28 @@ class MLPHead(nn.Module):
 class TokenHead(MLPHead):
     """The same network on every token's state: (B, T, C) -> (B, T, outputs) (tagging)."""
 
-    def forward(self, out: BertOutput, encoder: Bert, part: dict) -> Tensor:
+    def forward(self, out: BertOutput, encoder: Encoder, part: dict) -> Tensor:
         return self.net(out.hidden)
 
 
 class MaskedLMHead(nn.Module):
-    """BERT's masked-LM head (as BertForMaskedLM's `cls.predictions`): dense → GELU →
-    LayerNorm, then a decoder tied to the encoder's word embeddings, plus a bias. Only the
-    masked positions (labels != -100) are decoded: (M, V) logits, not (B, T, V)."""
+    """BERT's masked-LM head (as BertForMaskedLM's `cls.predictions`; RoBERTa's, DistilBERT's
+    and DeBERTa's are alike): dense → GELU → LayerNorm, then a decoder tied to the encoder's
+    word embeddings (E wide: C, or less where the architecture projects them, as ELECTRA),
+    plus a bias. Only the masked positions (labels != -100) are decoded: (M, V) logits, not
+    (B, T, V)."""
 
-    def __init__(self, encoder: Bert) -> None:
+    def __init__(self, encoder: Encoder) -> None:
         super().__init__()
-        cfg = encoder.cfg
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        cfg, E = encoder.cfg, encoder.word_embeddings.embedding_dim
+        self.dense = nn.Linear(cfg.hidden_size, E)
+        self.norm = nn.LayerNorm(E, eps=cfg.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         pretrained = encoder.mlm_weights  # cls.predictions.* of the checkpoint, if it had them
         if pretrained:
             self.load_state_dict(pretrained)
 
-    def forward(self, out: BertOutput, encoder: Bert, part: dict) -> Tensor:
+    def forward(self, out: BertOutput, encoder: Encoder, part: dict) -> Tensor:
         h = out.hidden[part["labels"] != -100]  # (M, C)
-        h = self.norm(F.gelu(self.dense(h)))
-        return h @ encoder.embeddings.word.weight.T + self.bias  # (M, V)
+        h = self.norm(F.gelu(self.dense(h)))  # (M, E)
+        return h @ encoder.word_embeddings.weight.T + self.bias  # (M, V)

@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from mtl import frozen
 from mtl.balancing import Backprop, LossBalancer, StaticBalancer
-from mtl.encoder import Bert, BertOutput
+from mtl.encoder import BertOutput, Encoder
 from mtl.errors import ConfigError, require
 from mtl.tasks import Task, spec_dict
 
@@ -104,7 +104,7 @@ class MultiTaskModel(pl.LightningModule):
 
     def __init__(
         self,
-        encoder: Bert,
+        encoder: Encoder,
         tasks: dict[str, Task],
         optimizer: OptimizerConfig | None = None,
         scheduler: SchedulerConfig | None = None,

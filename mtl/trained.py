@@ -21,11 +21,11 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from mtl.encoder import Bert, BertConfig
 from mtl.errors import CheckpointError, MtlError
 from mtl.frozen import load_checkpoint
 from mtl.io import read_json_object
 from mtl.model import CHECKPOINT_FORMAT, MultiTaskModel
+from mtl.pretrained import encoder_from_description, load_encoder
 from mtl.tasks import Task, stored_tasks
 from mtl.tensor_files import load_safetensors
 from mtl.tokenizer import load_tokenizer, tokenizer_from_json
@@ -128,7 +128,7 @@ def _read_checkpoint(path: Path) -> TrainedModel:
     _check_format(path, description.get("format"))
     info = {k: v for k, v in description.items() if k not in ("format", "encoder", "tasks")}
     tokenizer = tokenizer_from_json(info.pop("tokenizer"), info["max_length"])
-    encoder = Bert(BertConfig.from_hf(description["encoder"], str(path)))
+    encoder = encoder_from_description(description["encoder"], str(path))
     model = MultiTaskModel(encoder, _tasks(path, description["tasks"]))
     state = checkpoint["state_dict"]
     for prefix, module in (("encoder.", model.encoder), ("heads.", model.heads)):
@@ -149,7 +149,7 @@ def _read_export(path: Path) -> TrainedModel:
     info = dict(description["info"])
     if "max_length" not in info:
         raise CheckpointError(f"{path / EXPORT_FILE}: key 'info.max_length' is missing")
-    model = MultiTaskModel(Bert.from_pretrained(path), _tasks(path, description["tasks"]))
+    model = MultiTaskModel(load_encoder(path), _tasks(path, description["tasks"]))
     heads = load_safetensors(path / HEADS_FILE)
     _load_weights(path / HEADS_FILE, model.heads, heads)
     tokenizer = load_tokenizer(path, info["max_length"])

@@ -26,7 +26,7 @@ import torch
 
 from mtl.data.batching import collate, sorted_batches
 from mtl.data.loading import TaskData
-from mtl.encoder import Bert
+from mtl.encoder import Encoder
 from mtl.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,11 @@ class TransferConfig:
 
 @torch.inference_mode()
 def cache_features(
-    encoder: Bert, data: dict[str, TaskData], precision: str, device: torch.device, batch_size: int
+    encoder: Encoder,
+    data: dict[str, TaskData],
+    precision: str,
+    device: torch.device,
+    batch_size: int,
 ) -> None:
     """Compute every split's sentence vectors once and attach them to its datasets. Token-level
     tasks need every token's state, which is not cached: they are refused."""

@@ -31,7 +31,7 @@ from mtl.tasks.text_stats import TextFeatures
 
 if TYPE_CHECKING:
     from mtl.data.cache import TokenizedTexts
-    from mtl.encoder import Bert
+    from mtl.encoder import Encoder
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +102,7 @@ class Task:
         """Targets (N, K) with missing labels allowed, instead of (N,)."""
         return isinstance(self.spec, LabelledSpec) and self.spec.label_columns is not None
 
-    def head(self, encoder: Bert) -> nn.Module:
+    def head(self, encoder: Encoder) -> nn.Module:
         """The task's head on the shared encoder."""
         head = self.spec.head
         extra = len(self.spec.features)  # text statistics beside the sentence vector
