@@ -90,10 +90,13 @@ def sweep(mtl_train) -> Callable[..., list[Path]]:
 
 
 def _tiny_model(balancer_class=StaticBalancer, max_grad_norm=1.0) -> MultiTaskModel:
-    """A 2-layer, 16-wide encoder (no dropout) with a regression and a classification head."""
+    """A 2-layer, 16-wide encoder (no dropout, [CLS] pooling) with a regression and a
+    classification head."""
     torch.manual_seed(0)
     size = {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "intermediate_size": 32}
-    encoder = Bert(BertConfig(vocab_size=50, dropout=0.0, attention_dropout=0.0, **size))
+    encoder = Bert(
+        BertConfig(vocab_size=50, dropout=0.0, attention_dropout=0.0, pooling="cls", **size)
+    )
     head = HeadSpec(dropout=0.0)
     regression = TaskSpec(type="regression", file="x", head=head)
     classification = TaskSpec(type="classification", file="x", head=head)
