@@ -11,6 +11,8 @@ pooler, if any, is dropped) and writes the Hugging Face layout back (config.json
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -128,7 +130,7 @@ class HFEncoder(Encoder):
         super().__init__()
         if getattr(model, "pooler", None) is not None:
             model.pooler = None  # mtl pools the last layer itself (cls or mean)
-        self.model = model
+        self.model = model.train()  # as a new module is (transformers loads it in eval mode)
         config = model.config
         self.layers_path = _layers_path(model, config.num_hidden_layers, config.model_type)
         # RoBERTa-likes number positions from the padding id + 1: fewer tokens fit
@@ -257,21 +259,41 @@ def from_pretrained(path: Path, **options: Any) -> HFEncoder:
     transformers = transformers_module(source)
     config, pooling, attention = hf_config(read_config(path), source, **options)
     try:
-        model, info = transformers.AutoModel.from_pretrained(
-            path, config=config, attn_implementation=attention, output_loading_info=True
-        )
-    except OSError as e:
-        raise CheckpointError(f"{path}: {str(e).splitlines()[0]}") from None
-    missing = [k for k in info["missing_keys"] if not k.startswith("pooler.")]
-    mismatched = [str(k) for k in info.get("mismatched_keys", [])]
+        with _quiet(transformers):  # mtl checks what loaded itself, below
+            model, info = transformers.AutoModel.from_pretrained(
+                path, config=config, attn_implementation=attention, output_loading_info=True,
+                ignore_mismatched_sizes=True,
+            )  # fmt: skip
+    except (OSError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: {' '.join(str(e).split())[:500]}") from None
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))
+    mismatched = [f"{key} is {tuple(theirs)}, the config implies {tuple(ours)}"
+                  for key, theirs, ours in sorted(info["mismatched_keys"])]  # fmt: skip
     if missing or mismatched:
         raise CheckpointError(
-            f"{path}: weights do not match its config.json; missing: {missing[:5] or 'none'}, "
-            f"of another shape: {mismatched[:5] or 'none'}"
+            f"{path}: the weights do not match config.json; missing: "
+            f"{', '.join(missing[:5]) or 'none'}; of another shape: "
+            f"{'; '.join(mismatched[:3]) or 'none'}"
         )
     encoder = HFEncoder(model.float(), pooling)
     encoder.mlm_weights = mlm_head_weights(path, encoder)
     return encoder
+
+
+@contextmanager
+def _quiet(transformers: ModuleType) -> Iterator[None]:
+    """No loading report (it calls the dropped pooler missing and the masked-LM head
+    unexpected) and no progress bar from transformers, for one call."""
+    logging = transformers.utils.logging
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def mlm_head_weights(path: Path, encoder: HFEncoder) -> dict[str, Tensor]:
