@@ -20,7 +20,7 @@ class DataError(MtlError):
 
 
 class CheckpointError(MtlError):
-    """A checkpoint directory that cannot be loaded as a BERT encoder."""
+    """A checkpoint or encoder directory that cannot be loaded."""
 
 
 def require(key: str, value: object, ok: bool, allowed: str) -> None:

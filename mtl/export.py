@@ -1,7 +1,7 @@
 """Export a trained model as a self-contained directory: `python -m mtl.export MODEL OUT_DIR`.
 
-    OUT_DIR/config.json, model.safetensors,    the encoder in the Hugging Face BERT layout
-            tokenizer.json, tokenizer_config.json, (transformers.BertModel.from_pretrained and
+    OUT_DIR/config.json, model.safetensors,    the encoder in the Hugging Face layout
+            tokenizer.json, tokenizer_config.json, (transformers.AutoModel.from_pretrained and
             special_tokens_map.json, ...       AutoTokenizer.from_pretrained load them)
             heads.safetensors                  one head per task
             mtl.json                           task specs and fitted states, run info (with
@@ -60,8 +60,9 @@ def model_card(trained: TrainedModel, out: Path) -> str:
     lines = [
         f"# mtl model: {', '.join(trained.tasks)}",
         "",
-        f"One shared BERT encoder with a head per task, trained by `mtl` for "
-        f"{info.get('step', '?')} optimizer steps; exported from `{trained.source}`.",
+        f"One shared encoder ({trained.model.encoder.cfg.to_hf()['model_type']}) with a head "
+        f"per task, trained by `mtl` for {info.get('step', '?')} optimizer steps; exported "
+        f"from `{trained.source}`.",
         "",
         "## Tasks",
         "",
@@ -100,7 +101,7 @@ def model_card(trained: TrainedModel, out: Path) -> str:
         f'Predictor.load("{out}").predict(["Ein Beispielsatz."])',
         "```",
         "",
-        "The encoder alone loads in `transformers.BertModel.from_pretrained` (the pooling mtl "
+        "The encoder alone loads in `transformers.AutoModel.from_pretrained` (the pooling mtl "
         f"used is `{trained.model.encoder.cfg.pooling}`, recorded as `pooling` in config.json), "
         "its tokenizer in `transformers.AutoTokenizer.from_pretrained`.",
         *_prefix_note(trained.text_prefix),
@@ -138,7 +139,7 @@ def _source(info: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mtl.export",
-        description="Write a trained model as a self-contained directory (Hugging Face BERT "
+        description="Write a trained model as a self-contained directory (Hugging Face "
         "encoder, heads, task descriptions, model card).",
     )
     parser.add_argument("model", metavar="MODEL", help="a run directory or a checkpoint file")

@@ -6,7 +6,7 @@ Evaluate, predict, export and `encoder.init_from` all read models through `load`
 - a checkpoint file (`*.ckpt`) is read as data (`weights_only=True`, with the frozen weights
   it stores beside it: mtl/frozen.py) and must hold the `mtl_model` entry that training
   writes (encoder shape, tasks, tokenizer, run info);
-- an exported directory (`mtl.json` beside a Hugging Face BERT folder) needs no run at all;
+- an exported directory (`mtl.json` beside a Hugging Face encoder folder) needs no run at all;
 - a directory with `ensemble.json` lists several members (folds of a cross-validation, or
   seeds); a sweep directory is refused with the list of its runs.
 """
