@@ -36,7 +36,11 @@ def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
             handle_chinese_chars=settings.get("tokenize_chinese_chars", True),
         )._tokenizer
     else:
-        raise CheckpointError(f"{path}: no tokenizer.json or vocab.txt found")
+        raise CheckpointError(
+            f"{path}: no tokenizer.json or vocab.txt found (for a checkpoint with a SentencePiece "
+            "model only, such as DeBERTa-v3's spm.model, transformers writes tokenizer.json: "
+            f"AutoTokenizer.from_pretrained('{path}').save_pretrained('{path}'))"
+        )
     return for_batches(tokenizer, max_length)
 
 
