@@ -238,6 +238,9 @@ def hf_config(hf: dict, source: str, **options: Any) -> tuple[Any, str, str | No
                     setattr(config, name, options[option])
     if options.get("pad_token_id") is not None:
         config.pad_token_id = options["pad_token_id"]
+    for key in ("dtype", "torch_dtype"):  # mtl keeps weights in float32 (bf16: autocast)
+        if key in keys:
+            setattr(config, key, torch.float32)
     pooling = options.get("pooling") or hf.get("pooling") or Pooling.mean.value
     attention = ATTENTION[_choice(Attention, options.get("attention", "auto"), "attention")]
     return config, pooling, attention
