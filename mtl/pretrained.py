@@ -49,8 +49,8 @@ class Backend(str, Enum):
 
 
 def chosen_backend(hf: dict, backend: str) -> str:
-    """The backend that reads a config.json: `backend` unless auto; auto reads a BERT the
-    native encoder supports natively and anything else (or what the hf backend wrote) with hf."""
+    """The backend that reads a config.json: `backend` unless auto; auto: native for a BERT
+    the native encoder supports, hf for any other architecture and for what hf wrote."""
     if backend != Backend.auto:
         return Backend(backend).value
     if hf.get(hf_encoder.BACKEND_KEY) == Backend.hf or native_refusal(hf):
