@@ -1,4 +1,4 @@
-"""mtl: multi-task transfer learning for text (one shared BERT encoder, a head per task)."""
+"""mtl: multi-task transfer learning for text (one shared encoder, a head per task)."""
 
 from pathlib import Path
 
