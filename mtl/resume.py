@@ -15,6 +15,7 @@ import yaml
 
 from mtl import frozen, run_lock
 from mtl.data.fingerprint import check_unchanged, recorded_files_now
+from mtl.encoder import Encoder
 from mtl.errors import ConfigError, DataError
 from mtl.tensor_files import load_data
 
@@ -52,11 +53,12 @@ def _key(text: str) -> str:
 
 
 def resume_checkpoint(
-    resume: str | None, tasks: list[str], allow_changed_data: bool = False
+    resume: str | None, tasks: list[str], allow_changed_data: bool = False, max_steps: int = -1
 ) -> Path | None:
     """The checkpoint `resume` names, checked before training: an existing run directory
     (its checkpoints/last.ckpt) or checkpoint file, written by mtl for the same tasks, whose
-    data files are as it recorded them (or `allow_changed_data`: a warning per change)."""
+    data files are as it recorded them (or `allow_changed_data`: a warning per change), and
+    short of `max_steps` (trainer.max_steps; -1: no limit)."""
     if not resume:
         return None
     path = Path(resume).expanduser()
@@ -86,7 +88,31 @@ def resume_checkpoint(
         check_resumed_data(description.get("data") or {}, allow_changed_data)
     except DataError as e:
         raise ConfigError(f"resume={resume}: {e}") from None
+    step = description.get("step")
+    if isinstance(step, int) and 0 <= max_steps <= step:
+        raise ConfigError(
+            f"resume={resume}: the checkpoint is at step {step} and trainer.max_steps={max_steps}"
+            ": nothing is left to train; raise trainer.max_steps to train on"
+        )
     return path
+
+
+SHAPE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",
+              "num_attention_heads", "intermediate_size", "max_position_embeddings")  # fmt: skip
+
+
+def check_resumed_encoder(resume: str, path: Path, encoder: Encoder) -> None:
+    """The checkpoint's encoder has the shape this run built (else its weights fail to load
+    deep inside Lightning): one error naming what differs."""
+    saved = load_data(path, mmap=True)["mtl_model"].get("encoder") or {}
+    built = encoder.cfg.to_hf()
+    differ = [f"{key} {saved[key]} (this run: {built[key]})" for key in SHAPE_KEYS
+              if key in saved and key in built and saved[key] != built[key]]  # fmt: skip
+    if differ:
+        raise ConfigError(
+            f"resume={resume}: the checkpoint's encoder has {', '.join(differ)}; resume with "
+            "the encoder settings it was trained with (encoder=..., encoder.keep_layers=...)"
+        )
 
 
 def check_resumed_data(recorded: dict, allow_changed_data: bool) -> None:

@@ -19,11 +19,12 @@ def atomic_save_safetensors(tensors: dict[str, Tensor], path: str | Path) -> Non
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
-def load_data(path: str | Path) -> dict:
+def load_data(path: str | Path, mmap: bool = False) -> dict:
     """A torch file (checkpoint, pytorch_model.bin) read as data only: tensors and plain
-    values, never code. Any failure is one line naming the file."""
+    values, never code; with `mmap` its tensors are read only where used. Any failure is one
+    line naming the file."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(e))
         if found:

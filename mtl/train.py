@@ -35,7 +35,7 @@ from mtl.host_memory import keep_freed_memory
 from mtl.instantiate import build
 from mtl.model import MultiTaskModel, OptimizerConfig, SchedulerConfig
 from mtl.pretrained import EncoderConfig, build_encoder
-from mtl.resume import resume_arguments, resume_checkpoint
+from mtl.resume import check_resumed_encoder, resume_arguments, resume_checkpoint
 from mtl.summary import encoder_source, flat_hparams, format_summary, hparam_metrics
 from mtl.tasks import TaskSpec, parse_task_specs
 from mtl.transfer import EncoderUnfreezing, TransferConfig, cache_features
@@ -64,7 +64,10 @@ def check_run(cfg: DictConfig) -> tuple[dict[str, TaskSpec], Path | None]:
     root = Path(cfg.data.root)
     specs = {name: with_dataset(name, spec, root) if spec.dataset else spec
              for name, spec in parse_task_specs(cfg.task).items()}  # fmt: skip
-    return specs, resume_checkpoint(cfg.resume, list(specs), cfg.resume_allow_changed_data)
+    resume = resume_checkpoint(
+        cfg.resume, list(specs), cfg.resume_allow_changed_data, cfg.trainer.get("max_steps", -1)
+    )
+    return specs, resume
 
 
 def train(cfg: DictConfig) -> dict:
@@ -76,6 +79,8 @@ def train(cfg: DictConfig) -> dict:
     encoder, tokenizer = build_encoder(
         encoder_cfg, (start.model.encoder, start.tokenizer) if start else None
     )
+    if resume:
+        check_resumed_encoder(cfg.resume, resume, encoder)
     data = build_data(specs, encoder, tokenizer, data_cfg, cfg.seed, encoder_cfg.text_prefix)
     task_sampler = build_sampler(cfg, data, data_cfg)
     run_info = describe_run(cfg, encoder_cfg, data_cfg, tokenizer, data, start)

@@ -220,6 +220,25 @@ def test_resuming_a_checkpoint_of_other_tasks_names_both(tmp_path, mtl_train):
             "this run has ['demo_complexity', 'demo_sentiment']" in result.stderr)  # fmt: skip
 
 
+def test_resuming_another_encoder_shape_or_a_finished_run_is_refused_up_front(tmp_path, mtl_train):
+    first = mtl_train(*TINY, f"hydra.run.dir={tmp_path}/a", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    last = f"{tmp_path}/a/checkpoints/last.ckpt"
+    # fmt: off
+    cases = [  # the overrides of a resume into a new directory, and the one line expected
+        (["encoder=tiny", "encoder.keep_layers=1", "trainer.max_steps=6"], "the checkpoint's encoder has num_hidden_layers 2 (this run: 1); resume with the encoder settings it was trained with"),
+        (["encoder=tiny", "trainer.max_steps=4"], "the checkpoint is at step 4 and trainer.max_steps=4: nothing is left to train"),
+    ]
+    # fmt: on
+    for i, (overrides, message) in enumerate(cases):
+        result = mtl_train(
+            f"resume={last}", *overrides, f"hydra.run.dir={tmp_path}/{i}", cwd=tmp_path
+        )
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert f"error: resume={last}: {message}" in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and not (tmp_path / f"{i}/checkpoints").exists()
+
+
 def test_a_nan_score_stops_the_run_and_is_never_saved(tmp_path, mtl_train):
     """A run whose weights turn NaN at step 4: the validation there stops it with an error;
     the best checkpoint stays the one of step 2."""
