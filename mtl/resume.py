@@ -17,6 +17,7 @@ from mtl import frozen, run_lock
 from mtl.data.fingerprint import check_unchanged, recorded_files_now
 from mtl.encoder import Encoder
 from mtl.errors import ConfigError, DataError
+from mtl.io import read_json_object
 from mtl.tensor_files import load_data
 
 log = logging.getLogger("mtl.train")
@@ -58,7 +59,8 @@ def resume_checkpoint(
     """The checkpoint `resume` names, checked before training: an existing run directory
     (its checkpoints/last.ckpt) or checkpoint file, written by mtl for the same tasks, whose
     data files are as it recorded them (or `allow_changed_data`: a warning per change), and
-    short of `max_steps` (trainer.max_steps; -1: no limit)."""
+    short of `max_steps` (trainer.max_steps; -1: no limit) unless it is a run directory whose
+    run did not finish."""
     if not resume:
         return None
     path = Path(resume).expanduser()
@@ -89,12 +91,19 @@ def resume_checkpoint(
     except DataError as e:
         raise ConfigError(f"resume={resume}: {e}") from None
     step = description.get("step")
-    if isinstance(step, int) and 0 <= max_steps <= step:
+    if isinstance(step, int) and 0 <= max_steps <= step and not _unfinished_run(resume):
         raise ConfigError(
             f"resume={resume}: the checkpoint is at step {step} and trainer.max_steps={max_steps}"
             ": nothing is left to train; raise trainer.max_steps to train on"
         )
     return path
+
+
+def _unfinished_run(resume: str) -> bool:
+    """Whether `resume` is a run directory whose run did not finish (killed after its last
+    step, say): resumed, it finishes, with no step to train."""
+    metrics = Path(resume).expanduser() / "metrics.json"
+    return metrics.is_file() and read_json_object(metrics, ConfigError).get("status") != "finished"
 
 
 SHAPE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",

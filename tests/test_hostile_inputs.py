@@ -237,6 +237,8 @@ def test_resuming_another_encoder_shape_or_a_finished_run_is_refused_up_front(tm
         assert result.returncode == 1, result.stderr[-2000:]
         assert f"error: resume={last}: {message}" in result.stderr, result.stderr[-2000:]
         assert "Traceback" not in result.stderr and not (tmp_path / f"{i}/checkpoints").exists()
+    finished = mtl_train(f"resume={tmp_path}/a", cwd=tmp_path)  # its own directory, finished
+    assert finished.returncode == 1 and "nothing is left to train" in finished.stderr
 
 
 def test_a_nan_score_stops_the_run_and_is_never_saved(tmp_path, mtl_train):
