@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from mtl.errors import MtlError
+from mtl.errors import MtlError, describe_os_error
 from mtl.host_memory import keep_freed_memory
 
 
@@ -46,13 +46,16 @@ def quiet_known_warnings() -> None:
 
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a command's main; bad input ends it with one line on stderr and exit code 1."""
+    """Run a command's main; bad input, or a file the system refuses (permissions, a read-only
+    or full disk), ends it with one line on stderr and exit code 1."""
     quiet_known_warnings()
     keep_freed_memory()
     try:
         code = main(argv)
     except MtlError as e:
         sys.exit(f"error: {e}")
+    except OSError as e:  # a file the system refused: unwritable, read-only, under a file, ...
+        sys.exit(f"error: {describe_os_error(e)}")
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code or 0)

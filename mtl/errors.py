@@ -38,3 +38,11 @@ def require_known(keys: Iterable[str], known: Collection[str], prefix: str, note
         close = difflib.get_close_matches(key, sorted(known), n=1)
         hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
         raise ConfigError(f"{prefix}{key}: unknown key{note}{hint}")
+
+
+def describe_os_error(error: OSError, path: object = None) -> str:
+    """`FILE: reason` for a file the system refused (permissions, a read-only or full disk, a
+    path under a file); `path` names it where the error does not."""
+    reason = error.strerror or str(error)
+    name = error.filename or path
+    return f"{name}: {reason}" if name else reason

@@ -152,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size is not None and args.batch_size <= 0:
         parser.error("--batch-size must be > 0")
 
-    if args.output:
-        inputs = tuple(Path(m) for m in args.models) + ((Path(args.input),) if args.input else ())
-        check_output_file(Path(args.output), "--output", inputs)
     trained = load(args.models)
+    if args.output:  # not a file this reads: the input, or the data the model was trained on
+        recorded = trained.info.get("data") or {}
+        data = [Path(s["file"]) for splits in recorded.values() for s in splits.values()]
+        inputs = (*data, *([Path(args.input)] if args.input else []))
+        check_output_file(Path(args.output), "--output", inputs)
     if args.input:
         datasets, prefix = file_dataset(trained, args.task, args.input, args), "input"
     else:

@@ -23,7 +23,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path)
     # O_EXCL: a new file of our own; mode 0o666 minus the umask, as for any new file
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    _named(path, lambda: os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)))
     mode = os.stat(tmp).st_mode
     try:
         write(tmp)
@@ -59,7 +59,7 @@ def fresh_directory(path: str | Path) -> Iterator[Path]:
         raise MtlError(f"{path} already exists and is not empty; choose a new directory")
     remove_stale_temporaries(path.parent, path.name)
     tmp = _temporary(path)
-    tmp.mkdir(parents=True)
+    _named(path, lambda: tmp.mkdir(parents=True))
     try:
         yield tmp
         if path.exists():
@@ -68,6 +68,14 @@ def fresh_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _named(path: Path, create: Callable[[], None]) -> None:
+    """Create a temporary for `path`; if the system refuses, the error names `path` itself."""
+    try:
+        create()
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def _temporary(path: Path) -> Path:
@@ -89,17 +97,29 @@ def remove_stale_temporaries(directory: Path, name: str = "*") -> list[Path]:
     return stale
 
 
+RECORDS = ("metrics.json", "cv.json", "mtl.json", "ensemble.json")  # what mtl's runs are read by
+
+
 def check_output_file(path: Path, key: str, inputs: tuple[Path, ...] = ()) -> None:
     """Refuse, before any work, an output file path that cannot or must not be written: a
-    directory, a FIFO or device, or one of the command's `inputs` (`key` names the option).
+    directory, a FIFO or device, one of the command's `inputs`, or one of mtl's checkpoints,
+    weights or run records (`key` names the option).
     Removes the temporaries that a killed earlier write of it left."""
     if path.is_dir():
         raise MtlError(f"{key} {path}: is a directory; give a file path")
+    above = next(parent for parent in path.absolute().parents if parent.exists())
+    if not above.is_dir():
+        raise MtlError(f"{key} {path}: {above} is a file, not a directory")
     if path.exists() and not path.is_file():
         raise MtlError(f"{key} {path}: not a regular file (a FIFO or device); give a file path")
     for source in inputs:
         if path.exists() and source.exists() and os.path.samefile(path, source):
-            raise MtlError(f"{key} {path}: is the input file; write to another file")
+            raise MtlError(f"{key} {path}: is a file this command reads; write to another file")
+    if path.is_file() and (path.suffix in (".ckpt", ".safetensors") or path.name in RECORDS):
+        raise MtlError(
+            f"{key} {path}: is a checkpoint, weights or a run's record, which mtl does not "
+            "overwrite; write to another file"
+        )
     remove_stale_temporaries(path.parent, path.name)
 
 

@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
 from mtl import run_lock
-from mtl.errors import MtlError
+from mtl.errors import MtlError, describe_os_error
 from mtl.resume import override
 from mtl.validation import check_config
 
@@ -55,6 +55,8 @@ def _exit_on_error(check, *args: object, **kwargs: object) -> None:
         check(*args, **kwargs)
     except MtlError as e:
         sys.exit(f"error: {e}")
+    except OSError as e:  # Hydra would turn it into a warning and run on, unlocked
+        sys.exit(f"error: {describe_os_error(e, args[0] if args else None)}")
 
 
 def refuse_if_used(path: Path, key: str) -> None:

@@ -335,24 +335,43 @@ def test_bad_input_to_predict_is_one_clear_line(
     assert not out.exists() and not list(tmp_path.glob(".out.csv.*"))  # no partial output
 
 
-@pytest.mark.parametrize("case", ["directory", "fifo", "the-input"])
+@pytest.mark.parametrize("case", ["directory", "fifo", "the-input", "a-checkpoint", "under-a-file"])
 def test_predict_refuses_an_output_it_must_not_write(run_a, run_module, tmp_path, case):
     given = GOOD(tmp_path)
-    out = {"directory": tmp_path / "out.csv", "fifo": tmp_path / "out.csv", "the-input": given}[
-        case
-    ]
+    checkpoint = tmp_path / "copy.ckpt"
+    shutil.copy(run_a / "checkpoints/best.ckpt", checkpoint)
+    before = checkpoint.read_bytes()
+    (tmp_path / "afile").write_text("")
+    # fmt: off
+    out, message = {
+        "directory": (tmp_path / "out.csv", "--output {}: is a directory; give a file path"),
+        "fifo": (tmp_path / "out.csv", r"--output {}: not a regular file \(a FIFO or device\)"),
+        "the-input": (given, "--output {}: is a file this command reads"),
+        "a-checkpoint": (checkpoint, "--output {}: is a checkpoint, weights or a run's record, which mtl does not overwrite"),
+        "under-a-file": (tmp_path / "afile/out.csv", "--output {}: .*afile is a file, not a directory"),
+    }[case]
+    # fmt: on
     if case == "directory":
         out.mkdir()
     elif case == "fifo":
         os.mkfifo(out)  # writing it would block until a reader came, then replace it
-    message = {"directory": "is a directory; give a file path",
-               "fifo": r"not a regular file \(a FIFO or device\)", "the-input": "is the input file"}  # fmt: skip
     result = run_module("mtl.predict", str(run_a), "--input", str(given), "--output", str(out),
-                        cwd=tmp_path)  # fmt: skip
+                        "--output-format", "csv", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1, result.stderr[-2000:]
-    assert re.search(f"error: --output {re.escape(str(out))}: {message[case]}", result.stderr)
+    assert re.search("error: " + message.format(re.escape(str(out))), result.stderr), result.stderr
     assert "Traceback" not in result.stderr
     assert given.read_text() == "sentence\nDer Film war gut.\n"  # the input is untouched
+    assert checkpoint.read_bytes() == before
+
+
+def test_evaluate_refuses_to_write_over_the_data_it_reads(run_a, run_module, tmp_path):
+    data = json.loads((run_a / "metrics.json").read_text())["data"]
+    val = Path(next(iter(data.values()))["val"]["file"])
+    before = val.read_bytes()
+    result = run_module("mtl.evaluate", str(run_a), "--split", "val", "--output", str(val),
+                        cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1 and "is a file this command reads" in result.stderr
+    assert val.read_bytes() == before
 
 
 def test_a_killed_writes_temporaries_go_with_the_next_write(run_a, exported, run_module, tmp_path):

@@ -113,3 +113,14 @@ def test_resuming_a_directory_a_live_run_holds_is_refused(tmp_path, mtl_train):
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
+
+
+def test_a_lock_that_cannot_be_taken_stops_the_run(tmp_path, mtl_train):
+    """Hydra turns a callback's exception into a warning and runs on: a run.lock that is a
+    directory, or a run directory under a file, must still stop the run with one line."""
+    (tmp_path / "run/run.lock").mkdir(parents=True)
+    (tmp_path / "afile").write_text("")
+    for run in (tmp_path / "run", tmp_path / "afile/run"):
+        line = one_error(mtl_train(*TINY, f"hydra.run.dir={run}", cwd=tmp_path))
+        assert line.startswith(f"error: {run}") or line.startswith(f"error: {tmp_path}/afile"), line
+        assert not (run / "checkpoints").exists()
