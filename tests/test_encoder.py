@@ -471,7 +471,9 @@ def test_error_layer_count_mismatch(tmp_path):
 
 def test_error_resolve_pretrained_missing_path(tmp_path):
     missing = tmp_path / "does-not-exist"
-    with pytest.raises(CheckpointError, match="neither 'minilm', 'multilingual_e5_small' nor an existing directory"):
+    with pytest.raises(
+        CheckpointError, match="neither 'minilm', 'multilingual_e5_small' nor an existing directory"
+    ):
         resolve_pretrained(missing)
     with pytest.raises(CheckpointError, match=re.escape(repr(str(missing)))):
         resolve_pretrained(str(missing))
