@@ -70,12 +70,14 @@ def test_masking_follows_bert_rates_and_spares_special_tokens(tokenizer):
 
 def test_mlm_rows_with_nothing_to_mask_are_bad_rows(tokenizer, tmp_path):
     path = tmp_path / "texts.txt"
-    path.write_text("Ein Satz.\n\n[CLS] [SEP]\nNoch ein Satz.\n", encoding="utf-8")
+    path.write_text("Ein Satz.\n\n[CLS] [SEP]\nNoch ein Satz.\nBerdenggung\u2639\n",
+                    encoding="utf-8")  # fmt: skip
     spec = TaskSpec(type="mlm", files={"train": str(path), "val": str(path)})
     with pytest.raises(DataError, match=r"texts\.txt:3: column 'text': no word piece to mask"):
         load_task("mlm", spec, tokenizer, DataConfig(), seed=0)
     data = load_task("mlm", spec, tokenizer, DataConfig(on_bad_row="skip"), seed=0)
-    assert len(data.splits["train"]) == 2 and data.skipped == 2  # once per split
+    # line 5 is one word the vocabulary lacks: [UNK] is masked like any piece, as in BERT
+    assert len(data.splits["train"]) == 3 and data.skipped == 2  # once per split
 
 
 @pytest.mark.slow  # in CI's slow run, with the other task kinds' longer CLI runs

@@ -66,7 +66,9 @@ class MaskedLMTask(Task):
                 f"task.{name}: the tokenizer has no mask token (a special token named [MASK] or "
                 "<mask>) to mask with"
             )
-        return cls(name, spec, special.mask.id, tokenizer.get_vocab_size(), special.ids)
+        # the unknown piece is maskable, as in BERT: a word the vocabulary lacks is still a word
+        unmaskable = tuple(i for i in special.ids if special.unk is None or i != special.unk.id)
+        return cls(name, spec, special.mask.id, tokenizer.get_vocab_size(), unmaskable)
 
     @classmethod
     def from_state(cls, name: str, spec: MaskedLMSpec, state: dict) -> MaskedLMTask:
