@@ -42,8 +42,11 @@ Encoders (--encoder, repeatable)
     value in every round (labelled `mtl [<value>]` unless it is the default `minilm`); the
     baselines are MiniLM's and run only when --only names them or MiniLM is the only encoder.
     Per value after the first, the "mtl" contender's time per real token is compared with the
-    first value's: `per real token, <value> vs <first>: ratio per round ..., median N.NNx`
-    (encoders split texts into different numbers of tokens, so time per step alone misleads).
+    first value's: `per real token (seconds), <value> vs <first>: ratio per round ..., median
+    N.NNx` (encoders split texts into different numbers of tokens, so time per step alone
+    misleads), and the same in the process's CPU time (`cpu_seconds`), which other work on a
+    shared machine disturbs less (run with OMP_WAIT_POLICY=PASSIVE there, so that threads
+    waiting for a descheduled one sleep instead of spinning).
     Each mtl run also reports its checkpoint's size (last.ckpt) and what its checkpoints/
     folder holds beside (frozen weights stored once per run).
 
@@ -96,12 +99,13 @@ class ThroughputProbe(pl.Callback):
         self.path, self.warmup, self.steps = Path(path), warmup, steps
         self.real: torch.Tensor | int = 0  # summed on the device: no sync per step
         self.computed = self.rows = 0
-        self.started, self.faults = 0.0, 0
+        self.started, self.faults, self.cpu = 0.0, 0, 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup:
             _sync()
             self.started, self.faults = time.perf_counter(), _page_faults()
+            self.cpu = time.process_time()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step - 1  # the step just trained
@@ -115,6 +119,7 @@ class ThroughputProbe(pl.Callback):
             seconds = time.perf_counter() - self.started
             faults = _page_faults() - self.faults
             result = _result(int(self.real), self.computed, self.rows, seconds, self.steps, faults)
+            result["cpu_seconds"] = time.process_time() - self.cpu  # steadier on a busy machine
             self.path.write_text(json.dumps(result))
             trainer.should_stop = True
 
@@ -463,13 +468,14 @@ def main() -> None:
         print(f"mtl.train vs encoder alone: {rates['mtl'] / rates['encoder alone']:.0%}")
     first = labelled("mtl", encoders[0])
     for encoder in encoders[1:]:
-        if first in results and labelled("mtl", encoder) in results:
-            per_token = [(b["seconds"] / b["real"]) / (a["seconds"] / a["real"])
-                         for a, b in zip(results[first], results[labelled("mtl", encoder)],
-                                         strict=True)]  # fmt: skip
+        if first not in results or labelled("mtl", encoder) not in results:
+            continue
+        pairs = list(zip(results[first], results[labelled("mtl", encoder)], strict=True))
+        for clock in ("seconds", "cpu_seconds"):  # wall-clock time, the process's CPU time
+            per_token = [(b[clock] / b["real"]) / (a[clock] / a["real"]) for a, b in pairs]
             rounds = " ".join(f"{r:.2f}" for r in per_token)
-            print(f"per real token, {encoder} vs {encoders[0]}: ratio per round {rounds}, "
-                  f"median {statistics.median(per_token):.2f}x")  # fmt: skip
+            print(f"per real token ({clock}), {encoder} vs {encoders[0]}: ratio per round "
+                  f"{rounds}, median {statistics.median(per_token):.2f}x")  # fmt: skip
     step = {n: [r["seconds"] / r["steps"] for r in runs] for n, runs in results.items()}
     for name, trick in ABLATIONS.items():
         if "mtl" in step and name in step:
