@@ -24,7 +24,7 @@ from mtl import cli
 from mtl.data.batching import sorted_batches
 from mtl.data.fingerprint import check_unchanged
 from mtl.data.loading import DataConfig, TaskDataset, declared_splits, load_task
-from mtl.errors import MtlError
+from mtl.errors import DataError, MtlError
 from mtl.io import atomic_write_text, check_output_file
 from mtl.trained import TrainedModel, load
 
@@ -116,6 +116,9 @@ def file_dataset(trained: TrainedModel, task: str, path: str, args) -> dict[str,
     )
     cfg = DataConfig(on_bad_row=trained.info.get("on_bad_row", "error"))
     data = load_task(task, spec, trained.tokenizer, cfg, 0, fitted, ["input"], trained.text_prefix)
+    rows = len(data.splits["input"])
+    if rows < 2:  # R², correlations, AUROC: undefined on one row
+        raise DataError(f"{path}: {rows} labelled row; evaluating needs at least 2")
     return {task: data.splits["input"]}
 
 

@@ -16,12 +16,14 @@ import yaml
 from mtl import frozen, run_lock
 from mtl.data.fingerprint import check_unchanged, recorded_files_now
 from mtl.encoder import Encoder
-from mtl.errors import ConfigError, DataError
+from mtl.errors import CheckpointError, ConfigError, DataError
 from mtl.io import read_json_object
 from mtl.tensor_files import load_data
+from mtl.trained import checked_description
 
 log = logging.getLogger("mtl.train")
 ALLOW_CHANGED_DATA = "resume_allow_changed_data=true"  # the setting that resumes anyway
+TRAINING_STATE = ("optimizer_states", "loops", "global_step")  # what Lightning resumes from
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
@@ -75,9 +77,16 @@ def resume_checkpoint(
             "the run to continue, or a .ckpt file)"
         )
     checkpoint = load_data(path)
-    description = checkpoint.get("mtl_model") if isinstance(checkpoint, dict) else None
-    if not isinstance(description, dict):
-        raise ConfigError(f"resume={resume}: {path} is not a checkpoint written by mtl.train")
+    try:
+        description = checked_description(path, checkpoint)
+    except CheckpointError as e:
+        raise ConfigError(f"resume={resume}: {e}") from None
+    lacking = [key for key in TRAINING_STATE if key not in checkpoint]
+    if lacking:
+        raise ConfigError(
+            f"resume={resume}: {path} holds the model but not its training state "
+            f"({', '.join(lacking)}): start a new run from it with encoder.init_from instead"
+        )
     if frozen.REFERENCE in checkpoint:  # weights it stores once beside it, checked now
         frozen.frozen_file(path, checkpoint[frozen.REFERENCE])
     trained_tasks = list(description.get("tasks", {}))

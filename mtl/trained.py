@@ -117,15 +117,38 @@ def read(path: Path) -> TrainedModel:
         return _read_checkpoint(path)
 
 
-def _read_checkpoint(path: Path) -> TrainedModel:
-    checkpoint = load_checkpoint(path)
-    description = checkpoint.get("mtl_model") if isinstance(checkpoint, dict) else None
-    if not isinstance(description, dict):
+DESCRIPTION_TYPES = {"encoder": dict, "tasks": dict, "tokenizer": str, "max_length": int}
+
+
+def checked_description(path: Path, checkpoint: object) -> dict:
+    """A checkpoint's `mtl_model` entry, checked to hold what reading the model needs (the
+    encoder's shape, the tasks, the tokenizer, the weights), else one error naming the entry."""
+    if not isinstance(checkpoint, dict) or "mtl_model" not in checkpoint:
         raise CheckpointError(
             f"{path}: not an mtl checkpoint (it has no 'mtl_model' entry; was it written by "
             "mtl.train?)"
         )
+    description = checkpoint["mtl_model"]
+    _check_entry(path, "mtl_model", description, dict)
     _check_format(path, description.get("format"))
+    for key, kind in DESCRIPTION_TYPES.items():
+        _check_entry(path, f"mtl_model.{key}", description.get(key), kind)
+    _check_entry(path, "state_dict", checkpoint.get("state_dict"), dict)
+    return description
+
+
+def _check_entry(path: Path, key: str, value: object, kind: type) -> None:
+    if not isinstance(value, kind) or isinstance(value, bool):
+        found = "missing" if value is None else f"a {type(value).__name__}"
+        raise CheckpointError(
+            f"{path}: damaged mtl checkpoint: its {key!r} entry is {found}, not a "
+            f"{'mapping' if kind is dict else kind.__name__}"
+        )
+
+
+def _read_checkpoint(path: Path) -> TrainedModel:
+    checkpoint = load_checkpoint(path)
+    description = checked_description(path, checkpoint)
     info = {k: v for k, v in description.items() if k not in ("format", "encoder", "tasks")}
     tokenizer = tokenizer_from_json(info.pop("tokenizer"), info["max_length"])
     encoder = encoder_from_description(description["encoder"], str(path))
@@ -159,7 +182,7 @@ def _read_export(path: Path) -> TrainedModel:
 def _tasks(source: Path, described: dict) -> dict[str, Task]:
     try:
         return stored_tasks(described)
-    except (MtlError, KeyError, TypeError, ValueError) as e:
+    except (MtlError, AttributeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: its task descriptions cannot be read ({e})") from None
 
 

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,12 @@ def test_evaluate_works_from_the_export_on_a_labelled_file(exported, run_a, run_
     evaluated = json.loads((tmp_path / "e.json").read_text())
     recorded = best(run_a)["val/demo_complexity/rmse"]
     assert evaluated["input/demo_complexity/rmse"] == pytest.approx(recorded, abs=1e-4)
+    one = tmp_path / "one.csv"  # a single labelled row: R² and correlations are undefined
+    one.write_text("\n".join((DEMO / "complexity/val.csv").read_text().splitlines()[:2]) + "\n")
+    result = run_module("mtl.evaluate", str(exported), "--input", str(one),
+                        "--task", "demo_complexity", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    assert "error: " + str(one) + ": 1 labelled row; evaluating needs at least 2" in result.stderr
 
 
 def test_init_from_starts_the_encoder_from_the_run_with_fresh_heads(run_a, mtl_train, tmp_path):
@@ -238,6 +245,18 @@ def newer_checkpoint(run: Path, tmp: Path) -> Path:
     return tmp / "newer.ckpt"
 
 
+def damaged_checkpoint(damage: Callable[[dict], None]):
+    """A copy of the run's best.ckpt with `damage` done to it."""
+
+    def make(run: Path, tmp: Path) -> Path:
+        ckpt = torch.load(run / "checkpoints/best.ckpt", weights_only=True)
+        damage(ckpt)
+        torch.save(ckpt, tmp / "damaged.ckpt")
+        return tmp / "damaged.ckpt"
+
+    return make
+
+
 def foreign_checkpoint(run: Path, tmp: Path) -> Path:
     torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp / "foreign.ckpt")
     return tmp / "foreign.ckpt"
@@ -307,6 +326,12 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
         (None, input_file("sentence,demo_sentiment\ngut,x\n"), [], r"in\.csv: the input already has column\(s\) demo_sentiment, which the predictions would overwrite"),
         (newer_checkpoint, GOOD, [], r"newer\.ckpt: written by a newer mtl \(format 99; this one reads format 1\); upgrade mtl"),
         (foreign_checkpoint, GOOD, [], r"foreign\.ckpt: not an mtl checkpoint \(it has no 'mtl_model' entry"),
+        (damaged_checkpoint(lambda c: c.pop("state_dict")), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'state_dict' entry is missing, not a mapping"),
+        (damaged_checkpoint(lambda c: c.update(mtl_model="x")), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model' entry is a str, not a mapping"),
+        (damaged_checkpoint(lambda c: c["mtl_model"].update(tasks="x")), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model\.tasks' entry is a str, not a mapping"),
+        (damaged_checkpoint(lambda c: c["mtl_model"].pop("tokenizer")), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model\.tokenizer' entry is missing, not a str"),
+        (damaged_checkpoint(lambda c: c["mtl_model"].update(encoder=None)), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model\.encoder' entry is missing, not a mapping"),
+        (damaged_checkpoint(lambda c: c["mtl_model"]["tasks"].update(demo_sentiment=[])), GOOD, [], r"damaged\.ckpt: its task descriptions cannot be read"),
         (pickled_checkpoint, GOOD, [], r"pickled\.ckpt: holds objects other than tensors and plain data \(pathlib\.\w*Path\)"),
         (truncated_checkpoint, GOOD, [], r"cut\.ckpt: not a readable checkpoint \(truncated"),
         (export_without_heads, GOOD, [], r"broken: the exported model is missing heads\.safetensors"),
@@ -317,7 +342,8 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
     ],
     ids=[
         "empty-file", "header-only", "no-text-column", "empty-text", "no-word-piece", "lone-surrogate", "undecodable", "unknown-task",
-        "unknown-suffix", "column-clash", "newer-format", "not-mtl", "pickle", "truncated",
+        "unknown-suffix", "column-clash", "newer-format", "not-mtl", "no-state-dict", "model-a-str",
+        "tasks-a-str", "no-tokenizer", "no-encoder", "task-a-list", "pickle", "truncated",
         "export-missing-file", "export-missing-key", "ensemble-cycle", "sweep-dir", "missing-path",
     ],
 )  # fmt: skip

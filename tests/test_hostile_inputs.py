@@ -236,6 +236,19 @@ def test_resuming_another_encoder_shape_or_a_finished_run_is_refused_up_front(tm
         )
         assert result.returncode == 1, result.stderr[-2000:]
         assert f"error: resume={last}: {message}" in result.stderr, result.stderr[-2000:]
+    damages = [  # a damaged checkpoint is refused before training starts, naming what is wrong
+        (lambda c: c["mtl_model"].update(encoder=None), "damaged mtl checkpoint: its 'mtl_model.encoder' entry is missing, not a mapping"),
+        (lambda c: c.pop("optimizer_states"), "holds the model but not its training state (optimizer_states): start a new run from it with encoder.init_from"),
+    ]  # fmt: skip
+    for i, (damage, message) in enumerate(damages):
+        ckpt = torch.load(last, weights_only=True)
+        damage(ckpt)
+        torch.save(ckpt, tmp_path / "damaged.ckpt")
+        result = mtl_train(f"resume={tmp_path}/damaged.ckpt", "encoder=tiny", "trainer.max_steps=6",
+                           f"hydra.run.dir={tmp_path}/d{i}", cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert not (tmp_path / f"d{i}" / "checkpoints").exists()  # refused before any training
         assert "Traceback" not in result.stderr and not (tmp_path / f"{i}/checkpoints").exists()
     finished = mtl_train(f"resume={tmp_path}/a", cwd=tmp_path)  # its own directory, finished
     assert finished.returncode == 1 and "nothing is left to train" in finished.stderr
