@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -149,6 +150,17 @@ def test_complexity_cv_pools_out_of_fold_predictions(cv_run):
         mean = sum(p[i]["complexity_de"] for p in each) / len(each)
         assert row["complexity_de"] == pytest.approx(mean, abs=1e-5)
     assert torch.isfinite(torch.tensor(cv["mean"]["test/complexity_de/rmse"]))
+
+
+def test_more_folds_than_articles_is_refused_before_a_fold_trains(mtl_train, data_root, tmp_path):
+    run = tmp_path / "cv"
+    result = mtl_train("experiment=complexity_cv", *TINY, "cv.folds=500", f"hydra.run.dir={run}",
+                       cwd=tmp_path, env={"MTL_DATA_ROOT": str(data_root)})  # fmt: skip
+    assert result.returncode == 1
+    assert re.search(r"error: task\.complexity_de: 500 folds \(cv\.folds\) need as many groups: "
+                     r"\S+ratings\.csv has 300 rows in \d+ group\(s\) of split\.group_column "
+                     r"'Article_ID'", result.stderr), result.stderr[-2000:]  # fmt: skip
+    assert not (run / "fold0" / "checkpoints").exists()  # found before fold 0 trained
 
 
 def test_a_sweep_over_experiments_keeps_its_jobs_in_one_directory(mtl_train, data_root, tmp_path):

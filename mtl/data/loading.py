@@ -240,12 +240,18 @@ def _read_splits(name: str, spec: TaskSpec, on_bad_row: str) -> tuple[dict[str, 
         Path(spec.file), name, spec, group_column=split.group_column, on_bad_row=on_bad_row
     )  # type: ignore[arg-type]
     _report_skips(name, result)
-    rows = split_indices(len(result.examples), result.examples.groups, split)
+    groups = result.examples.groups
+    units = (f" in {len(set(groups))} group(s) of split.group_column {split.group_column!r}"
+             if groups is not None else "")  # fmt: skip
+    if split.folds > len(set(groups) if groups is not None else result.examples):
+        # found at fold 0 (every fold deals all K), not after the folds that could train
+        raise DataError(
+            f"task.{name}: {split.folds} folds (cv.folds) need as many groups: {spec.file} has "
+            f"{len(result.examples)} rows{units}"
+        )
+    rows = split_indices(len(result.examples), groups, split)
     empty = [s for s in declared_splits(spec) if s not in rows]
     if empty:
-        groups = result.examples.groups
-        units = (f" in {len(set(groups))} group(s) of split.group_column {split.group_column!r}"
-                 if groups is not None else "")  # fmt: skip
         raise DataError(
             f"task.{name}: the {empty[0]} split is empty: {spec.file} has "
             f"{len(result.examples)} rows{units}, too few to deal to "
