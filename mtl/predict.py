@@ -203,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     text_column = args.text_column or ("text" if fmt == "lines" else first.text_column)
     pair_column = args.text_pair_column or (None if fmt == "lines" else first.text_pair_column)
     tokenizers = [member.tokenizer for member in predictor.members]
-    texts = _texts(table, source, text_column, tokenizers)
-    pairs = _texts(table, source, pair_column, tokenizers) if pair_column else None
+    texts = _texts(table, source, text_column, tokenizers, "--text-column")
+    pairs = (_texts(table, source, pair_column, tokenizers, "--text-pair-column")
+             if pair_column else None)  # fmt: skip
     if not texts:
         raise MtlError(f"{source}: no rows to predict")
     columns = predictor.columns(tasks)
@@ -239,7 +240,7 @@ def _format(path: str, known: dict[str, str]) -> str:
 def _read_input(name: str, fmt: str, encoding: str) -> Table:
     if name == "-":
         return read_table("<stdin>", decode(sys.stdin.buffer.read(), "<stdin>", encoding), fmt)
-    return read_table(name, read_text(Path(name), encoding), fmt)
+    return read_table(name, read_text(Path(name), encoding, pipe_ok=True), fmt)
 
 
 def _tasks(selected: str | None, predictor: Predictor) -> list[str]:
@@ -257,17 +258,21 @@ def _tasks(selected: str | None, predictor: Predictor) -> list[str]:
     return tasks
 
 
-def _texts(table: Table, source: str, column: str, tokenizers: list[Tokenizer]) -> list[str]:
-    """The column's values; a missing column, or a text that is empty or has no word piece for
-    one of the models' tokenizers, names the row."""
+def _texts(
+    table: Table, source: str, column: str, tokenizers: list[Tokenizer], option: str
+) -> list[str]:
+    """The column's values; a missing column (`option` chooses another), or a text that is
+    missing, empty or has no word piece for one of the models' tokenizers, names the row."""
     if column not in table.columns:
         raise MtlError(
             f"{source}: no column {column!r} (columns: {', '.join(table.columns)}); choose one "
-            "with --text-column"
+            f"with {option}"
         )
     texts = []
     for line, values in table.rows:
-        text = (values.get(column) or "").strip()
+        if values.get(column) is None:  # a JSON Lines row without the key, a short CSV row
+            raise MtlError(f"{source}:{line}: column {column!r}: missing")
+        text = values[column].strip()
         if not text:
             raise MtlError(f"{source}:{line}: column {column!r}: text is empty")
         if not all(has_word_piece(tokenizer, text) for tokenizer in tokenizers):

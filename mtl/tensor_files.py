@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,7 +26,9 @@ def load_data(path: str | Path, mmap: bool = False) -> dict:
     values, never code; with `mmap` its tensors are read only where used. Any failure is one
     line naming the file."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # a plain pickle: the error below says what it is
+            warnings.filterwarnings("ignore", "Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(e))
         if found:
@@ -36,13 +40,19 @@ def load_data(path: str | Path, mmap: bool = False) -> dict:
             f"{path}: not a readable checkpoint (truncated, damaged, or not a torch file)"
         ) from None
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+        if not (Path(path).is_file() and os.access(path, os.R_OK)):
+            raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise _unreadable(path, e) from None  # torch's zip reader: EINVAL on a cut file
     except Exception as e:  # arbitrary bytes fail inside the unpickler in any way (IndexError, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated, damaged, or not a torch file: "
-            f"{type(e).__name__}{': ' * bool(first)}{first})"
-        ) from None
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: str | Path, e: Exception) -> CheckpointError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return CheckpointError(
+        f"{path}: not a readable checkpoint (truncated, damaged, or not a torch file: "
+        f"{type(e).__name__}{': ' * bool(first)}{first})"
+    )
 
 
 def load_safetensors(path: str | Path) -> dict[str, Tensor]:

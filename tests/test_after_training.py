@@ -5,8 +5,10 @@ import csv
 import json
 import math
 import os
+import pickle
 import re
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -273,6 +275,16 @@ def truncated_checkpoint(run: Path, tmp: Path) -> Path:
     return tmp / "cut.ckpt"
 
 
+def checkpoint_head(run: Path, tmp: Path) -> Path:
+    (tmp / "head.ckpt").write_bytes((run / "checkpoints/best.ckpt").read_bytes()[:5000])
+    return tmp / "head.ckpt"  # torch's zip reader fails with an OSError (EINVAL) here
+
+
+def plain_pickle(run: Path, tmp: Path) -> Path:
+    (tmp / "plain.ckpt").write_bytes(pickle.dumps({"mtl_model": {}}, protocol=4))
+    return tmp / "plain.ckpt"
+
+
 def export_without_heads(exported: Path, tmp: Path) -> Path:
     shutil.copytree(exported, tmp / "broken")
     (tmp / "broken/heads.safetensors").unlink()
@@ -318,6 +330,8 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
         (None, input_file("sentence\n"), [], r"in\.csv: no rows to predict"),
         (None, input_file("satz\nhallo\n"), [], r"in\.csv: no column 'sentence' \(columns: satz\); choose one with --text-column"),
         (None, input_file("sentence,x\ngut,1\n ,2\n"), [], r"in\.csv:3: column 'sentence': text is empty"),
+        (None, input_file('{"sentence": "gut"}\n{"text": "gut"}\n', name="in.jsonl"), [], r"in\.jsonl:2: column 'sentence': missing"),
+        (None, GOOD, ["--text-pair-column", "nope"], r"in\.csv: no column 'nope' \(columns: sentence\); choose one with --text-pair-column"),
         (None, input_file("gut\n\u200b\u200d\n", name="in.txt"), [], r"in\.txt:2: column 'text': no word piece after the tokenizer's normalization"),
         (None, input_file('{"sentence": "gut"}\n{"sentence": "\\udc80"}\n', name="in.jsonl"), [], r"in\.jsonl:2: column 'sentence': a lone surrogate \\udc80 at character 1"),
         (None, input_file("sentence\nSchöne Grüße\n", encoding="cp1252"), [], r"in\.csv:2: cannot decode byte 0xf6 as utf-8"),
@@ -334,6 +348,8 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
         (damaged_checkpoint(lambda c: c["mtl_model"]["tasks"].update(demo_sentiment=[])), GOOD, [], r"damaged\.ckpt: its task descriptions cannot be read"),
         (pickled_checkpoint, GOOD, [], r"pickled\.ckpt: holds objects other than tensors and plain data \(pathlib\.\w*Path\)"),
         (truncated_checkpoint, GOOD, [], r"cut\.ckpt: not a readable checkpoint \(truncated"),
+        (checkpoint_head, GOOD, [], r"head\.ckpt: not a readable checkpoint \(truncated"),
+        (plain_pickle, GOOD, [], r"plain\.ckpt: not a readable checkpoint \(truncated"),
         (export_without_heads, GOOD, [], r"broken: the exported model is missing heads\.safetensors"),
         (export_without_info, GOOD, [], r"noinfo/mtl\.json: key 'info' is missing or not an object"),
         (self_listing_ensemble, GOOD, [], r"ens/ensemble\.json: the ensemble lists itself \(a cycle\)"),
@@ -341,9 +357,9 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
         (lambda run, tmp: tmp / "nowhere", GOOD, [], r"nowhere: no such file or directory"),
     ],
     ids=[
-        "empty-file", "header-only", "no-text-column", "empty-text", "no-word-piece", "lone-surrogate", "undecodable", "unknown-task",
+        "empty-file", "header-only", "no-text-column", "empty-text", "missing-key", "no-pair-column", "no-word-piece", "lone-surrogate", "undecodable", "unknown-task",
         "unknown-suffix", "column-clash", "newer-format", "not-mtl", "no-state-dict", "model-a-str",
-        "tasks-a-str", "no-tokenizer", "no-encoder", "task-a-list", "pickle", "truncated",
+        "tasks-a-str", "no-tokenizer", "no-encoder", "task-a-list", "pickle", "truncated", "first-5kB", "plain-pickle",
         "export-missing-file", "export-missing-key", "ensemble-cycle", "sweep-dir", "missing-path",
     ],
 )  # fmt: skip
@@ -358,7 +374,24 @@ def test_bad_input_to_predict_is_one_clear_line(
     assert result.returncode == 1, result.stderr[-2000:]
     assert re.search(r"error: \S*" + message, result.stderr), result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "weights_only=False" not in result.stderr
+    assert "Warning" not in result.stderr  # torch's about the pickle protocol, say
     assert not out.exists() and not list(tmp_path.glob(".out.csv.*"))  # no partial output
+
+
+def test_predict_reads_a_pipe_and_crlf_lines(run_a, run_module, tmp_path):
+    """`--input <(...)` is a pipe: predict reads it once, as a file; a Windows line end is not
+    part of the echoed text."""
+    pipe = tmp_path / "pipe.txt"
+    os.mkfifo(pipe)
+    writer = threading.Thread(
+        target=pipe.write_bytes, args=(b"Der Film war gut.\r\nSchlecht.\r\n",)
+    )
+    writer.start()
+    result = run_module("mtl.predict", str(run_a), "--input", str(pipe), cwd=tmp_path)
+    writer.join()
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["Der Film war gut.", "Schlecht."]
 
 
 @pytest.mark.parametrize("case", ["directory", "fifo", "the-input", "a-checkpoint", "under-a-file"])

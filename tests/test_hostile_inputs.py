@@ -352,6 +352,14 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, mtl_
     assert torch.load(checkpoints / "best.ckpt", weights_only=True)["global_step"] in (4, 8, 12)
 
 
+def test_a_pipe_as_a_training_file_is_refused_not_waited_on(tmp_path, tokenizer):
+    path = tmp_path / "pipe.csv"  # read, then fingerprinted: a second open would wait forever
+    os.mkfifo(path)
+    spec = TaskSpec(type="regression", file=str(path), text_column="text", label_column="y")
+    with pytest.raises(MtlError, match=r"pipe\.csv: not a regular file \(a pipe\?\)"):
+        load_task("t", spec, tokenizer, DataConfig(), seed=0)
+
+
 def test_rows_all_in_one_group_say_the_train_split_is_empty(tmp_path, tokenizer):
     path = tmp_path / "q.csv"
     path.write_text("text,y,g\n" + "".join(f"row {i},{i},same\n" for i in range(20)))

@@ -133,3 +133,9 @@ def test_training_and_predict_split_lines_alike(tmp_path, lines):
     assert [line for line, _ in predicted] == list(range(1, len(lines) + 1))
     trained = {line: values["text"] for line, values, _ in read_lines(path)}
     assert trained == {i: v["text"].strip() for i, v in predicted if v["text"].strip()}
+
+
+def test_windows_line_ends_are_not_part_of_a_line():
+    """A CRLF .txt echoes its texts without the "\\r" (predict's output rows are the input's)."""
+    rows = read_table("in", "Der Film war gut.\r\nSchlecht.\r\n", "lines").rows
+    assert rows == [(1, {"text": "Der Film war gut."}), (2, {"text": "Schlecht."})]
