@@ -124,7 +124,8 @@ def test_an_xlmr_style_vocabulary_trains_predicts_evaluates_and_exports(
     assert trained.text_prefix == PREFIX
     assert trained.model.encoder.cfg.pad_token_id == 1
     mlm = trained.tasks["demo_mlm"]
-    assert (mlm.mask_id, mlm.special_ids) == (special.mask.id, special.ids)
+    never_masked = tuple(i for i in special.ids if i != special.unk.id)  # <unk> is maskable
+    assert special.unk.id == 3 and (mlm.mask_id, mlm.special_ids) == (special.mask.id, never_masked)
     rows = trained.model.encoder.cfg.vocab_size
     assert trained.model.heads["demo_mlm"].bias.shape == (rows,)
     assert rows == trained.tokenizer.get_vocab_size() + EXTRA_ROWS
