@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Metrics of a trained model on a split of its tasks' data or on a file.",
     )
     cli.model_arguments(parser, several=False)
-    parser.add_argument("--split", default="val", choices=["val", "test", "train"])
+    parser.add_argument(
+        "--split", choices=["val", "test", "train"],
+        help="a split of the data the model was trained on (default: val)",
+    )  # fmt: skip
     parser.add_argument("--input", help="a labelled CSV/TSV/JSONL file of one task (--task)")
     parser.add_argument("--task", help="the task the --input file belongs to")
     parser.add_argument("--format", choices=["csv", "tsv", "jsonl"], help="--input's format")
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if bool(args.input) != bool(args.task):
         parser.error("--input and --task go together")
+    if args.input and args.split:
+        parser.error("--split evaluates the model's own data, --input a file: give one of them")
     if args.batch_size is not None and args.batch_size <= 0:
         parser.error("--batch-size must be > 0")
 
@@ -164,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.input:
         datasets, prefix = file_dataset(trained, args.task, args.input, args), "input"
     else:
-        datasets = split_datasets(trained, args.split, args.allow_changed_data)
-        prefix = args.split
+        prefix = args.split or "val"
+        datasets = split_datasets(trained, prefix, args.allow_changed_data)
     progress = not args.quiet and sys.stderr.isatty()
     results = evaluate(trained, datasets, prefix, cli.device(args.device), args.batch_size,
                        progress)  # fmt: skip

@@ -55,7 +55,9 @@ def fresh_directory(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of `path` to fill, then rename it to `path`: the directory
     appears complete or not at all. An existing `path` must be an empty directory."""
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise MtlError(f"{path} is a file, not a directory; choose a new directory")
+    if path.exists() and any(path.iterdir()):
         raise MtlError(f"{path} already exists and is not empty; choose a new directory")
     remove_stale_temporaries(path.parent, path.name)
     tmp = _temporary(path)

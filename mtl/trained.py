@@ -104,7 +104,8 @@ def load(path: str | Path) -> TrainedModel:
     """Exactly one model."""
     found = resolve(path)
     if len(found) != 1:
-        raise CheckpointError(f"{path}: holds {len(found)} models; name one of them")
+        listed = "\n  ".join(map(str, found))
+        raise CheckpointError(f"{path}: holds {len(found)} models; name one of them:\n  {listed}")
     return read(found[0])
 
 
@@ -157,6 +158,7 @@ def _read_checkpoint(path: Path) -> TrainedModel:
     for prefix, module in (("encoder.", model.encoder), ("heads.", model.heads)):
         _load_weights(path, module, {k[len(prefix) :]: v for k, v in state.items()
                                      if k.startswith(prefix)})  # fmt: skip
+    _check_finite(path, model)
     return TrainedModel(model.eval(), tokenizer, info, path)
 
 
@@ -176,6 +178,7 @@ def _read_export(path: Path) -> TrainedModel:
     heads = load_safetensors(path / HEADS_FILE)
     _load_weights(path / HEADS_FILE, model.heads, heads)
     tokenizer = load_tokenizer(path, info["max_length"])
+    _check_finite(path, model)
     return TrainedModel(model.eval(), tokenizer, info, path)
 
 
@@ -198,6 +201,15 @@ def _load_weights(source: Path, module: nn.Module, state: dict) -> None:
         module.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{source}: {str(e).splitlines()[-1].strip()}") from None
+
+
+def _check_finite(source: Path, model: nn.Module) -> None:
+    """Weights holding NaN or infinity predict NaN (and labels argmax'ed from NaN): refused."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(
+                f"{source}: weight {name} holds NaN or infinity; the model is broken"
+            )
 
 
 def _check_format(source: Path, found: object) -> None:

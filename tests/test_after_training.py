@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 from test_vocabulary import TEXTS, assert_predict_encodes_as_transformers
 
+from mtl.errors import MtlError
 from mtl.predict import Predictor
 from mtl.trained import load
 
@@ -160,6 +161,10 @@ def test_evaluate_works_from_the_export_on_a_labelled_file(exported, run_a, run_
                         "--task", "demo_complexity", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1
     assert "error: " + str(one) + ": 1 labelled row; evaluating needs at least 2" in result.stderr
+    result = run_module("mtl.evaluate", str(exported), "--input", str(one), "--split", "test",
+                        "--task", "demo_complexity", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2  # a usage error: --split was ignored before
+    assert "error: --split evaluates the model's own data, --input a file" in result.stderr
 
 
 def test_init_from_starts_the_encoder_from_the_run_with_fresh_heads(run_a, mtl_train, tmp_path):
@@ -238,6 +243,12 @@ def test_python_api_and_ensembles(run_a, exported, tmp_path):
                                           key=lambda c: r[f"demo_sentiment_prob_{c}"])  # fmt: skip
     (tmp_path / "ensemble.json").write_text(json.dumps({"members": [str(run_a), str(exported)]}))
     assert len(Predictor.load(tmp_path).members) == 2  # a directory that names its members
+    with pytest.raises(MtlError) as error:  # export and evaluate take one model: it lists them
+        load(tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path}: holds 2 models; name one of them:\n  {run_a / 'checkpoints/best.ckpt'}"
+        f"\n  {exported}"
+    )
 
 
 def newer_checkpoint(run: Path, tmp: Path) -> Path:
@@ -346,6 +357,7 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
         (damaged_checkpoint(lambda c: c["mtl_model"].pop("tokenizer")), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model\.tokenizer' entry is missing, not a str"),
         (damaged_checkpoint(lambda c: c["mtl_model"].update(encoder=None)), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model\.encoder' entry is missing, not a mapping"),
         (damaged_checkpoint(lambda c: c["mtl_model"]["tasks"].update(demo_sentiment=[])), GOOD, [], r"damaged\.ckpt: its task descriptions cannot be read"),
+        (damaged_checkpoint(lambda c: c["state_dict"]["heads.demo_complexity.net.1.weight"].fill_(float("nan"))), GOOD, [], r"damaged\.ckpt: weight heads\.demo_complexity\.net\.1\.weight holds NaN or infinity"),
         (pickled_checkpoint, GOOD, [], r"pickled\.ckpt: holds objects other than tensors and plain data \(pathlib\.\w*Path\)"),
         (truncated_checkpoint, GOOD, [], r"cut\.ckpt: not a readable checkpoint \(truncated"),
         (checkpoint_head, GOOD, [], r"head\.ckpt: not a readable checkpoint \(truncated"),
@@ -359,7 +371,7 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
     ids=[
         "empty-file", "header-only", "no-text-column", "empty-text", "missing-key", "no-pair-column", "no-word-piece", "lone-surrogate", "undecodable", "unknown-task",
         "unknown-suffix", "column-clash", "newer-format", "not-mtl", "no-state-dict", "model-a-str",
-        "tasks-a-str", "no-tokenizer", "no-encoder", "task-a-list", "pickle", "truncated", "first-5kB", "plain-pickle",
+        "tasks-a-str", "no-tokenizer", "no-encoder", "task-a-list", "nan-weights", "pickle", "truncated", "first-5kB", "plain-pickle",
         "export-missing-file", "export-missing-key", "ensemble-cycle", "sweep-dir", "missing-path",
     ],
 )  # fmt: skip
@@ -460,3 +472,7 @@ def test_export_refuses_to_overwrite(run_a, exported, run_module, tmp_path):
     assert result.returncode == 1
     assert f"error: {exported} already exists and is not empty" in result.stderr
     assert (exported / "mtl.json").read_bytes() == before
+    (tmp_path / "afile").write_text("")
+    result = run_module("mtl.export", str(run_a), str(tmp_path / "afile"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"error: {tmp_path / 'afile'} is a file, not a directory" in result.stderr
