@@ -100,7 +100,12 @@ def _walk(folder: Path) -> list[Run]:
             run.train_seconds = sum(f.get("train_seconds", math.nan) for f in folds)
         return [run]
     if (folder / "metrics.json").is_file():
-        return [_run(folder, read_json_object(folder / "metrics.json"))]
+        metrics = read_json_object(folder / "metrics.json")
+        if "status" in metrics and "history" in metrics:
+            return [_run(folder, metrics)]
+        print(f"skipped {folder / 'metrics.json'}: not a run's (no status and history; an "
+              "evaluation's output?)", file=sys.stderr)  # fmt: skip
+        return []
     return [run for child in sorted(folder.iterdir()) if child.is_dir() for run in _walk(child)]
 
 
@@ -139,14 +144,14 @@ def run_table(runs: list[Run]) -> tuple[list[str], list[list]]:
     columns += [f"{t} best" for t in tasks] + ["test score", "cv pooled score", "train s"]
     rows = []
     for run in runs:
-        m = run.metrics
+        m = {} if run.cv else run.metrics  # a cross-validation's folds: in its own tables
+        status = f"{run.cv['folds']} folds" if run.cv else m.get("status", "?")
+        scores = [math.nan if run.cv else run.score(p) for p in ("start", "best", "final")]
+        best = [math.nan if run.cv else run.task_score(t) for t in tasks]
         test = (m.get("test") or {}).get("test/score", math.nan)
         cv = run.cv["pooled_score"] if run.cv else math.nan
-        rows.append([
-            run.name, *(run.value(k) for k in keys), m.get("status", "?"), run.score("start"),
-            run.score("best"), run.score("final"), m.get("best_step"),
-            *(run.task_score(t) for t in tasks), test, cv, run.train_seconds,
-        ])  # fmt: skip
+        rows.append([run.name, *(run.value(k) for k in keys), status, *scores,
+                     m.get("best_step"), *best, test, cv, run.train_seconds])  # fmt: skip
     return columns, rows
 
 

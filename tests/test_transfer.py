@@ -178,8 +178,8 @@ def test_report_pools_cross_validations_over_seeds(run_module, tmp_path):
         overrides = [f"experiment={experiment}", f"seed={seed}", f"paths.log_dir=/x{seed}"]
         (run / ".hydra/overrides.yaml").write_text("\n".join(f"- {o}" for o in overrides))
         metrics = {"test/c/rmse": rmse, "test/c/rmse_mapped": rmse - 0.01, "test/c/score": -rmse}
-        cv = {"task": "c", "mean": metrics, "std": dict.fromkeys(metrics, 0.0), "pooled": metrics,
-              "pooled_score": -rmse}  # fmt: skip
+        cv = {"task": "c", "folds": 2, "mean": metrics, "std": dict.fromkeys(metrics, 0.0),
+              "pooled": metrics, "pooled_score": -rmse}  # fmt: skip
         (run / "cv.json").write_text(json.dumps(cv))
         for fold, seconds in enumerate((10.5, 20.0)):
             (run / f"fold{fold}").mkdir()
@@ -194,7 +194,20 @@ def test_report_pools_cross_validations_over_seeds(run_module, tmp_path):
     for run in find_runs([tmp_path / "runs"]):  # a CV's result (bars, gains): its pooled score
         assert run.task_score("c", "final") == -pooled[(run.overrides["experiment"], int(run.seed))]
     with (tmp_path / "runs/report/runs.csv").open() as f:
-        assert {float(row["train s"]) for row in csv.DictReader(f)} == {30.5}  # all folds'
+        rows = list(csv.DictReader(f))
+    assert {float(row["train s"]) for row in rows} == {30.5}  # all folds'
+    for row in rows:  # not fold 0's scores as if they were the run's: its pooled score alone
+        assert row["status"] == "2 folds" and math.isnan(float(row["best score"]))
+        assert float(row["cv pooled score"]) in {-v for v in pooled.values()}
+
+
+def test_report_skips_a_metrics_file_that_is_not_a_runs(run_module, tmp_path):
+    (tmp_path / "runs/eval").mkdir(parents=True)  # an evaluation's output, named metrics.json
+    (tmp_path / "runs/eval/metrics.json").write_text('{"model": "x", "val/score": 0.5}')
+    result = run_module("mtl.report", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"skipped {tmp_path / 'runs/eval/metrics.json'}: not a run's" in result.stderr
+    assert f"error: {tmp_path / 'runs'}: no runs here" in result.stderr
 
 
 def test_tensorboard_hparams_hold_results(tmp_path, mtl_train):
