@@ -165,7 +165,8 @@ def test_skip_reports_the_count_and_trains(tmp_path, bad_task, mtl_train):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     log = (tmp_path / "run" / "train.log").read_text()
-    assert "task bad: skipped 1 bad rows" in log
+    assert "task bad: skipped 1 bad rows of its train split (first: " in log
+    assert "task bad: skipped 1 bad rows of its val split (first: " in log
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["skipped_rows"] == {"bad": 2}  # line 3 in the train file and in the val file
     assert "training rows" in log and "task bad: 3 training rows" in log

@@ -192,7 +192,7 @@ def load_task(
             result.examples = result.examples.subset(good)
             tokens = _tokenize(name, split, task, tokenizer, result.examples, cfg, text_prefix)
         ex, skipped = result.examples, skipped + result.skipped
-        _report_skips(name, result)
+        _report_skips(name, result, f"{split} split")
         needed = {"train": 1, "val": 2}.get(split, 1)
         if len(ex) < needed:
             raise DataError(
@@ -232,14 +232,14 @@ def _read_splits(name: str, spec: TaskSpec, on_bad_row: str) -> tuple[dict[str, 
         examples, skipped = {}, 0
         for split in sorted(spec.files, key=lambda s: s != "train"):  # train first
             result = read_examples(Path(spec.files[split]), name, spec, on_bad_row=on_bad_row)
-            _report_skips(name, result)
+            _report_skips(name, result, f"{split} split")
             examples[split], skipped = result.examples, skipped + result.skipped
         return examples, skipped
     split = spec.split
     result = read_examples(
         Path(spec.file), name, spec, group_column=split.group_column, on_bad_row=on_bad_row
     )  # type: ignore[arg-type]
-    _report_skips(name, result)
+    _report_skips(name, result, "file")
     groups = result.examples.groups
     units = (f" in {len(set(groups))} group(s) of split.group_column {split.group_column!r}"
              if groups is not None else "")  # fmt: skip
@@ -327,7 +327,7 @@ def _usable(task: Task, tokens: TokenizedTexts, result: ReadResult, on_bad_row: 
     return [i for i in range(len(ex)) if i not in bad]
 
 
-def _report_skips(name: str, result: ReadResult) -> None:
+def _report_skips(name: str, result: ReadResult, where: str) -> None:
     if result.skipped:
-        log.warning("task %s: skipped %d bad rows (first: %s)", name, result.skipped,
-                    result.first_skipped)  # fmt: skip
+        log.warning("task %s: skipped %d bad rows of its %s (first: %s)", name, result.skipped,
+                    where, result.first_skipped)  # fmt: skip
