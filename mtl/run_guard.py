@@ -67,6 +67,8 @@ def refuse_if_used(path: Path, key: str) -> None:
     if path.exists() and not path.is_dir():
         sys.exit(f"error: {key}={path} is an existing file, not a directory")
     if path.is_dir() and holds_run(path):
+        if run_lock.holder(path / run_lock.LOCK_NAME)[1]:  # running: no resume to suggest
+            sys.exit(f"error: {key}={path}: {run_lock.describe(path / run_lock.LOCK_NAME)}")
         sys.exit(
             f"error: {path} already holds a run; refusing to overwrite it (choose another {key}, "
             f"or continue it with resume={path})"

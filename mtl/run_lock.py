@@ -123,6 +123,8 @@ def holder(path: Path) -> tuple[str | None, bool]:
         return None, False
     try:
         owner = os.read(fd, 512).decode(errors="replace").strip() or "an unknown process"
+        if not owner.isprintable():  # not a lock file mtl wrote: never raw bytes on a terminal
+            owner = f"unreadable contents {ascii(owner[:40])}"
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -139,6 +141,12 @@ def describe(path: Path) -> str:
         return f"{path.parent} was being claimed by another run; try again"
     if live:
         return f"{path.parent} is in use by another run ({owner}); wait for it to end"
+    host = re.search(r" on (\S+) since ", owner)
+    if host and host[1] != socket.gethostname():  # its process cannot be seen from here
+        return (
+            f"{path} was written by a run on another host ({owner}); if that run has ended, "
+            f"delete {path} and run again"
+        )
     return (
         f"{path} is left by a run that no longer runs ({owner}); if no process uses "
         f"{path.parent}, delete {path} and run again"
