@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from mtl.errors import MtlError
 
 LOCK_NAME = "run.lock"
 _held: dict[Path, int] = {}  # lock path -> the open, flocked file descriptor
+_created: set[Path] = set()  # run directories this process's claims created
+HYDRA_ONLY = {".hydra", "train.log"}  # what Hydra writes before a run's job starts
 log = logging.getLogger(__name__)
 
 
@@ -47,7 +50,9 @@ def claim(directory: Path, take_stale: bool = False) -> None:
     that no longer runs."""
     if ddp_worker():
         return
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        _created.add(directory.resolve())
     path = (directory / LOCK_NAME).resolve()
     if path in _held:
         return
@@ -154,8 +159,13 @@ def describe(path: Path) -> str:
 
 
 def release_all() -> None:
-    """Remove and unlock every lock this process holds (at the end of a command)."""
+    """Remove and unlock every lock this process holds (at the end of a command), and the run
+    directories its claims created that hold no more than Hydra's record: a run refused
+    before it started (a config error, a resume of nothing) leaves no directory behind."""
     while _held:
         path, fd = _held.popitem()
         path.unlink(missing_ok=True)
         os.close(fd)
+        if path.parent in _created and {p.name for p in path.parent.iterdir()} <= HYDRA_ONLY:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        _created.discard(path.parent)

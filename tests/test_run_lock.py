@@ -132,3 +132,15 @@ def test_a_lock_that_cannot_be_taken_stops_the_run(tmp_path, mtl_train):
         line = one_error(mtl_train(*TINY, f"hydra.run.dir={run}", cwd=tmp_path))
         assert line.startswith(f"error: {run}") or line.startswith(f"error: {tmp_path}/afile"), line
         assert not (run / "checkpoints").exists()
+
+
+def test_a_run_refused_before_it_starts_leaves_no_directory(tmp_path, mtl_train):
+    for refused in (["data.batch_size=0"], [f"resume={tmp_path}/nowhere"]):  # config, resume
+        result = mtl_train(*TINY, *refused, cwd=tmp_path)  # into outputs/runs/<name>/<time>
+        assert one_error(result).startswith(("error: data.batch_size", "error: resume="))
+        assert not list((tmp_path / "outputs").rglob(".hydra")), refused
+        assert not list((tmp_path / "outputs").rglob("train.log")), refused
+    kept = tmp_path / "kept"  # a directory the user made is theirs: left as it was
+    kept.mkdir()
+    one_error(mtl_train(*TINY, "data.batch_size=0", f"hydra.run.dir={kept}", cwd=tmp_path))
+    assert kept.is_dir()
