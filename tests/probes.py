@@ -104,18 +104,24 @@ class PoisonWeights(pl.Callback):
                     p.fill_(float("nan"))
 
 
-class Timing(pl.Callback):
-    """Appends this process's id, when its job built its callbacks (before reading data and
-    building the model) and when its training ended, to a JSON-lines file."""
+class Rendezvous(pl.Callback):
+    """Jobs that run at once meet: each job marks its start (in `folder`, by process id) when
+    its callbacks are built, then waits before training until `parties` jobs have marked
+    theirs (or `timeout` seconds pass: jobs run one after another never meet), and appends
+    its process id and whether it met the others to `folder`/met.jsonl."""
 
-    def __init__(self, path: str) -> None:
-        self.path, self.start = path, time.time()
+    def __init__(self, folder: str, parties: int = 2, timeout: float = 300.0) -> None:
+        self.folder, self.parties, self.timeout = Path(folder), parties, timeout
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"{os.getpid()}.started").touch()
 
-    def on_fit_end(self, trainer, pl_module) -> None:
-        with open(self.path, "a") as f:
-            f.write(
-                json.dumps({"pid": os.getpid(), "start": self.start, "end": time.time()}) + "\n"
-            )
+    def on_fit_start(self, trainer, pl_module) -> None:
+        deadline = time.time() + self.timeout
+        while len(list(self.folder.glob("*.started"))) < self.parties and time.time() < deadline:
+            time.sleep(0.2)
+        met = len(list(self.folder.glob("*.started"))) >= self.parties
+        with open(self.folder / "met.jsonl", "a") as f:
+            f.write(json.dumps({"pid": os.getpid(), "met": met}) + "\n")
 
 
 def freed_block_stays_mapped(mib: int = 48) -> bool:
