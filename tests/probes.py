@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from memory_probe import freed_block_stays_mapped
 from safetensors.torch import save_file
 
 
@@ -122,19 +123,6 @@ class Rendezvous(pl.Callback):
         met = len(list(self.folder.glob("*.started"))) >= self.parties
         with open(self.folder / "met.jsonl", "a") as f:
             f.write(json.dumps({"pid": os.getpid(), "met": met}) + "\n")
-
-
-def freed_block_stays_mapped(mib: int = 48) -> bool:
-    """Whether the pages of a freed `mib` MiB tensor are still mapped into this process (kept
-    for reuse) rather than handed back to the operating system (glibc's default above 32 MiB)."""
-    block = torch.empty(mib << 20, dtype=torch.uint8).fill_(1)
-    address = block.data_ptr()
-    del block
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        start, end = (int(x, 16) for x in line.split()[0].split("-"))
-        if start <= address < end:
-            return True
-    return False
 
 
 class FreedMemoryReuse(pl.Callback):

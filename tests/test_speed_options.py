@@ -94,7 +94,7 @@ def test_compiled_encoder_trains_and_its_checkpoint_predicts(tmp_path, mtl_train
 
 KEPT = """
 import json
-from probes import freed_block_stays_mapped
+from memory_probe import freed_block_stays_mapped
 from mtl.host_memory import keep_freed_memory
 before = freed_block_stays_mapped()
 print(json.dumps({"kept": keep_freed_memory(), "before": before, "after": freed_block_stays_mapped()}))
