@@ -134,6 +134,11 @@ def checked_description(path: Path, checkpoint: object) -> dict:
     _check_format(path, description.get("format"))
     for key, kind in DESCRIPTION_TYPES.items():
         _check_entry(path, f"mtl_model.{key}", description.get(key), kind)
+    if description["max_length"] <= 0:
+        raise CheckpointError(
+            f"{path}: damaged mtl checkpoint: its 'mtl_model.max_length' entry is "
+            f"{description['max_length']}, not a positive number of tokens"
+        )
     _check_entry(path, "state_dict", checkpoint.get("state_dict"), dict)
     return description
 
@@ -151,7 +156,12 @@ def _read_checkpoint(path: Path) -> TrainedModel:
     checkpoint = load_checkpoint(path)
     description = checked_description(path, checkpoint)
     info = {k: v for k, v in description.items() if k not in ("format", "encoder", "tasks")}
-    tokenizer = tokenizer_from_json(info.pop("tokenizer"), info["max_length"])
+    try:
+        tokenizer = tokenizer_from_json(info.pop("tokenizer"), info["max_length"])
+    except Exception as e:  # the tokenizers library raises a bare Exception for bad JSON
+        raise CheckpointError(
+            f"{path}: damaged mtl checkpoint: its 'mtl_model.tokenizer' entry cannot be read ({e})"
+        ) from None
     encoder = encoder_from_description(description["encoder"], str(path))
     model = MultiTaskModel(encoder, _tasks(path, description["tasks"]))
     state = checkpoint["state_dict"]

@@ -355,6 +355,8 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
         (damaged_checkpoint(lambda c: c.update(mtl_model="x")), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model' entry is a str, not a mapping"),
         (damaged_checkpoint(lambda c: c["mtl_model"].update(tasks="x")), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model\.tasks' entry is a str, not a mapping"),
         (damaged_checkpoint(lambda c: c["mtl_model"].pop("tokenizer")), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model\.tokenizer' entry is missing, not a str"),
+        (damaged_checkpoint(lambda c: c["mtl_model"].update(max_length=-1)), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model\.max_length' entry is -1, not a positive number"),
+        (damaged_checkpoint(lambda c: c["mtl_model"].update(tokenizer="{not json")), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model\.tokenizer' entry cannot be read"),
         (damaged_checkpoint(lambda c: c["mtl_model"].update(encoder=None)), GOOD, [], r"damaged\.ckpt: damaged mtl checkpoint: its 'mtl_model\.encoder' entry is missing, not a mapping"),
         (damaged_checkpoint(lambda c: c["mtl_model"]["tasks"].update(demo_sentiment=[])), GOOD, [], r"damaged\.ckpt: its task descriptions cannot be read"),
         (damaged_checkpoint(lambda c: c["state_dict"]["heads.demo_complexity.net.1.weight"].fill_(float("nan"))), GOOD, [], r"damaged\.ckpt: weight heads\.demo_complexity\.net\.1\.weight holds NaN or infinity"),
@@ -371,7 +373,7 @@ GOOD = input_file("sentence\nDer Film war gut.\n")
     ids=[
         "empty-file", "header-only", "no-text-column", "empty-text", "missing-key", "no-pair-column", "no-word-piece", "lone-surrogate", "undecodable", "unknown-task",
         "unknown-suffix", "column-clash", "newer-format", "not-mtl", "no-state-dict", "model-a-str",
-        "tasks-a-str", "no-tokenizer", "no-encoder", "task-a-list", "nan-weights", "pickle", "truncated", "first-5kB", "plain-pickle",
+        "tasks-a-str", "no-tokenizer", "negative-max-length", "tokenizer-not-json", "no-encoder", "task-a-list", "nan-weights", "pickle", "truncated", "first-5kB", "plain-pickle",
         "export-missing-file", "export-missing-key", "ensemble-cycle", "sweep-dir", "missing-path",
     ],
 )  # fmt: skip

@@ -243,7 +243,8 @@ def _read_splits(name: str, spec: TaskSpec, on_bad_row: str) -> tuple[dict[str, 
     groups = result.examples.groups
     units = (f" in {len(set(groups))} group(s) of split.group_column {split.group_column!r}"
              if groups is not None else "")  # fmt: skip
-    if split.folds > len(set(groups) if groups is not None else result.examples):
+    units_count = len(set(groups)) if groups is not None else len(result.examples)
+    if split.folds > units_count:
         # found at fold 0 (every fold deals all K), not after the folds that could train
         raise DataError(
             f"task.{name}: {split.folds} folds (cv.folds) need as many groups: {spec.file} has "
